@@ -1,0 +1,3 @@
+"""agebench: batch inference and reproducible evaluation of facial age estimation models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from agebench.cli import main
+
+main()

@@ -1,0 +1,291 @@
+"""Command line: parse, call the runner, print. No computing happens here."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from agebench import __version__
+from agebench.errors import AgebenchError
+
+F = TypeVar("F", bound=Callable[..., Any])
+console = Console(stderr=True)
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def friendly_errors(fn: F) -> F:
+    """A user error is one line on stderr and a non-zero exit, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AgebenchError as error:
+            console.print(
+                f"[bold red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True
+            )
+            sys.exit(EXIT_ERROR)
+        except KeyboardInterrupt:
+            console.print(
+                "[yellow]interrupted[/]: finished images are saved; rerun with --resume to continue"
+            )
+            sys.exit(EXIT_INTERRUPTED)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="agebench")
+def main() -> None:
+    """Run facial age estimation models over many images, and measure them honestly."""
+
+
+@main.command()
+@click.argument("input", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("reports/predict"),
+    show_default=True,
+    help="Output folder: one JSON per image (mirroring INPUT), predictions.jsonl, summary.json.",
+)
+@click.option(
+    "--model",
+    "-m",
+    default=None,
+    help="Registered model name, a manifest .toml, or an .onnx with --manifest.",
+)
+@click.option(
+    "--manifest",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Manifest for an ad-hoc --model path/to/model.onnx.",
+)
+@click.option(
+    "--faces",
+    type=click.Choice(["detect", "none"]),
+    default="detect",
+    show_default=True,
+    help="detect: find faces with MTCNN; none: every image is a ready face crop.",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@click.option(
+    "--min-face-size",
+    type=click.IntRange(min=12),
+    default=20,
+    show_default=True,
+    help="Smallest face to detect, in pixels of the original photo.",
+)
+@click.option(
+    "--max-faces",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Keep at most N faces per image, largest first.",
+)
+@click.option("--recursive/--no-recursive", default=True, show_default=True)
+@click.option(
+    "--resume/--overwrite",
+    default=True,
+    show_default=True,
+    help="Skip images already written in --out, or start the folder afresh.",
+)
+@click.option(
+    "--save-raw", is_flag=True, help="Also write raw model outputs (probabilities, ranks...)."
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Decode/detect threads (default: cores).",
+)
+@friendly_errors
+def predict(
+    input: Path,
+    out: Path,
+    model: str | None,
+    manifest: Path | None,
+    faces: str,
+    batch_size: int,
+    device: str,
+    min_face_size: int,
+    max_faces: int | None,
+    recursive: bool,
+    resume: bool,
+    save_raw: bool,
+    workers: int | None,
+) -> None:
+    """Estimate the age of every face in the images under INPUT."""
+    from agebench.config import DetectConfig, PredictConfig
+    from agebench.models.catalog import DEFAULT_MODEL
+    from agebench.runner.pipeline import PredictRun
+
+    config = PredictConfig(
+        input=input,
+        out=out,
+        model=model or DEFAULT_MODEL,
+        manifest=manifest,
+        faces=faces,  # type: ignore[arg-type]
+        batch_size=batch_size,
+        device=device,  # type: ignore[arg-type]
+        detect=DetectConfig(min_face_size=min_face_size, max_faces=max_faces),
+        recursive=recursive,
+        resume=resume,
+        save_raw=save_raw,
+        workers=workers,
+    )
+    run = PredictRun(config)
+    with _progress_bar() as (bar, task):
+
+        def on_progress(event: str, amount: int) -> None:
+            if event == "total":
+                bar.update(task, total=amount)
+            else:
+                bar.advance(task, amount)
+
+        outcome = run.run(progress=on_progress)
+    _print_predict_summary(outcome.summary)
+    sys.exit(outcome.exit_code)
+
+
+class _progress_bar:
+    def __enter__(self) -> tuple[Progress, Any]:
+        self.progress = Progress(
+            TextColumn("[bold]predict"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("images"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.progress.__enter__()
+        return self.progress, self.progress.add_task("predict", total=None)
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+
+
+def _print_predict_summary(summary: dict[str, Any]) -> None:
+    counts, timing = summary["counts"], summary["timing"]
+    model, provider = summary["model"]["name"], summary["execution"]["onnx_provider"]
+    table = Table(title=f"agebench predict: {model} on {provider}")
+    for column in ("images", "faces", "no face", "failed", "resumed", "images/s"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(counts["images"]),
+        str(counts["faces"]),
+        str(counts["images_no_face"]),
+        str(counts["images_failed"]),
+        str(counts["skipped_resumed"]),
+        f"{timing['images_per_second']:.1f}" if timing["images_per_second"] else "-",
+    )
+    console.print(table)
+    for failure in summary["failures"][:10]:
+        console.print(
+            f"  [yellow]{failure['status']}[/] {failure['image']}: {failure['error']}",
+            highlight=False,
+        )
+    if len(summary["failures"]) > 10:
+        console.print(
+            f"  ... and {len(summary['failures']) - 10} more in {summary['out']}/summary.json"
+        )
+    console.print(f"outputs: {summary['out']}")
+
+
+@main.group()
+def models() -> None:
+    """List and inspect registered models."""
+
+
+@models.command("list")
+@friendly_errors
+def models_list() -> None:
+    """Every model this installation knows, and whether its weights are present."""
+    from agebench.models.catalog import ModelCatalog
+
+    table = Table(title="agebench models")
+    table.add_column("name", no_wrap=True)
+    for column in ("framework", "input", "decoder", "crop", "licence", "weights"):
+        table.add_column(column)
+    for entry in ModelCatalog().entries():
+        spec = entry.spec
+        if spec is None:
+            table.add_row(entry.name, "-", "-", "-", "-", "-", f"[red]invalid: {entry.error}[/]")
+            continue
+        i = spec.input
+        table.add_row(
+            spec.name,
+            spec.framework,
+            f"{i.layout} {i.height}x{i.width} {i.color}",
+            ", ".join(f"{h.name}:{h.decoder}" for h in spec.heads),
+            spec.crop.policy,
+            spec.license,
+            "[green]present[/]" if spec.weights_present else "[yellow]missing[/]",
+        )
+    Console().print(table)
+
+
+@models.command("info")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the resolved manifest as JSON.")
+@friendly_errors
+def models_info(name: str, as_json: bool) -> None:
+    """Show a model's full manifest and verify its weights' sha256."""
+    from agebench.errors import IntegrityError
+    from agebench.models.catalog import resolve_model
+    from agebench.models.hashing import verify_sha256
+    from agebench.models.manifest import spec_to_dict
+
+    spec = resolve_model(name)
+    info = spec_to_dict(spec)
+    if not spec.file.is_file():
+        info["sha256_check"] = "weights missing"
+    else:
+        try:
+            verify_sha256(spec.file, spec.sha256)
+            info["sha256_check"] = "ok"
+        except IntegrityError as error:
+            info["sha256_check"] = f"MISMATCH: {error}"
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+    else:
+        out = Console()
+        for key, value in info.items():
+            if isinstance(value, dict):
+                out.print(f"[bold]{key}[/]")
+                for k, v in value.items():
+                    out.print(f"  {k}: {_short(v)}", highlight=False)
+            elif isinstance(value, list):
+                out.print(f"[bold]{key}[/]")
+                for v in value:
+                    out.print(f"  - {_short(v)}", highlight=False)
+            else:
+                out.print(f"[bold]{key}[/]: {value}", highlight=False)
+    if info["sha256_check"] != "ok":
+        raise AgebenchError(f"model {spec.name!r}: sha256 check: {info['sha256_check']}")
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,48 @@
+"""Typed run configuration: what the CLI parses and what the runner (never click) consumes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from agebench.models.catalog import DEFAULT_MODEL
+from agebench.models.predictor import Device
+
+FacesMode = Literal["detect", "none"]
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    min_face_size: int = 20
+    max_faces: int | None = None
+    #: photos are downscaled so their longer side is at most this for detection only
+    max_side: int = 1600
+    #: an image with no face found is retried once padded by this fraction on each side
+    retry_pad: float = 0.2
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    input: Path
+    out: Path
+    model: str = DEFAULT_MODEL
+    manifest: Path | None = None
+    faces: FacesMode = "detect"
+    batch_size: int = 64
+    device: Device = "auto"
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    recursive: bool = True
+    resume: bool = True
+    save_raw: bool = False
+    workers: int | None = None
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings a resumed run must share with the run it continues."""
+        return {
+            "input": str(self.input.resolve()),
+            "faces": self.faces,
+            "detect": asdict(self.detect) if self.faces == "detect" else None,
+            "recursive": self.recursive,
+            "save_raw": self.save_raw,
+        }

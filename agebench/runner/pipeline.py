@@ -1,0 +1,344 @@
+"""The predict run: walk -> decode/detect/crop (worker threads) -> batched model -> sink.
+
+Pure: no click, no printing. Progress is reported through a callback so that the CLI can
+draw a bar and tests can stay quiet.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from agebench.config import PredictConfig
+from agebench.errors import AgebenchError
+from agebench.faces.detect import FaceDetector
+from agebench.models.catalog import resolve_model
+from agebench.models.predictor import Predictor, available_cores
+from agebench.provenance import provenance
+from agebench.runner import sink
+from agebench.runner.faces import FacePreparer, PreparedImage
+from agebench.runner.walk import count_images, iter_images
+
+T = TypeVar("T")
+R = TypeVar("R")
+ProgressCallback = Callable[[str, int], None]  # (event, amount): "total", "advance"
+
+#: exit status of a run in which some images failed or had no face
+EXIT_PARTIAL = 3
+
+
+@dataclass
+class RunOutcome:
+    summary: dict[str, Any]
+    out: Path
+
+    @property
+    def exit_code(self) -> int:
+        counts = self.summary["counts"]
+        return EXIT_PARTIAL if counts["images_failed"] or counts["images_no_face"] else 0
+
+
+def ordered_map(
+    pool: ThreadPoolExecutor, fn: Callable[..., R], items: Iterable[tuple[Any, ...]], window: int
+) -> Iterator[R]:
+    """``pool.map`` that keeps at most ``window`` tasks in flight, so memory stays flat."""
+    pending: deque[Future[R]] = deque()
+    for args in items:
+        pending.append(pool.submit(fn, *args))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _torch_device(device: str) -> str:
+    import torch
+
+    if device == "cpu":
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if device == "cuda":
+        raise AgebenchError("--device cuda: torch sees no CUDA GPU for face detection")
+    return "cpu"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return (
+            [_jsonable(v) for v in value.tolist()]
+            if value.dtype == object
+            else _clean(value.tolist())
+        )
+    if isinstance(value, np.generic):
+        return _clean(value.item())
+    return _clean(value)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+class _Batcher:
+    """Collects faces across images until a model batch is full, then writes the images."""
+
+    def __init__(
+        self, predictor: Predictor, config: PredictConfig, on_done: Callable[[PreparedImage], None]
+    ) -> None:
+        self.predictor = predictor
+        self.batch_size = config.batch_size
+        self.save_raw = config.save_raw
+        self.on_done = on_done
+        self.pending: list[PreparedImage] = []
+        self.face_count = 0
+        self.model = {"name": predictor.spec.name, "sha256": predictor.sha256}
+
+    def add(self, item: PreparedImage) -> None:
+        if item.crops is None:
+            if not self.pending:
+                self.on_done(item)
+                return
+        else:
+            self.face_count += len(item.crops)
+        self.pending.append(item)
+        if self.face_count >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        with_faces = [p for p in self.pending if p.crops is not None]
+        if with_faces:
+            crops = np.concatenate([p.crops for p in with_faces])  # type: ignore[misc]
+            fields: dict[str, list[Any]] = {}
+            raws: list[dict[str, Any]] = []
+            for start in range(0, len(crops), self.batch_size):
+                result = self.predictor.predict(crops[start : start + self.batch_size])
+                for key, values in result.fields.items():
+                    fields.setdefault(key, []).extend(_jsonable(values))
+                if self.save_raw:
+                    n = len(next(iter(result.fields.values())))
+                    raws.extend(
+                        {
+                            head: {k: _jsonable(v[i]) for k, v in arrays.items()}
+                            for head, arrays in result.raw.items()
+                        }
+                        for i in range(n)
+                    )
+            cursor = 0
+            for item in with_faces:
+                for face in item.faces:
+                    face["model"] = self.model["name"]
+                    face["model_sha256"] = self.model["sha256"]
+                    for key, values in fields.items():
+                        value = values[cursor]
+                        face[key] = (
+                            round(value, 3 if key.startswith("age") else 4)
+                            if isinstance(value, float)
+                            else value
+                        )
+                    if self.save_raw:
+                        face["raw"] = raws[cursor]
+                    cursor += 1
+        for item in self.pending:
+            self.on_done(item)
+        self.pending.clear()
+        self.face_count = 0
+
+
+def _image_record(
+    item: PreparedImage, config: PredictConfig, model: dict[str, str]
+) -> dict[str, Any]:
+    return {
+        "schema": sink.PREDICTION_SCHEMA,
+        "image": item.relative.as_posix(),
+        "path": str(item.path),
+        "width": item.width,
+        "height": item.height,
+        "status": item.status,
+        "error": item.error,
+        "notes": item.notes,
+        "faces_mode": config.faces,
+        "model": model,
+        "faces": item.faces,
+    }
+
+
+def _check_resume(config: PredictConfig, run_info: dict[str, Any]) -> None:
+    """Refuse to mix a new run into an output folder holding a different one."""
+    run_file = config.out / sink.RUN_FILE
+    if not config.resume or not run_file.exists():
+        return
+    previous = sink.read_json(run_file)
+    if previous is None:
+        raise AgebenchError(f"{run_file}: unreadable; use --overwrite or another --out")
+    for key in ("model", "settings"):
+        if previous.get(key) != run_info[key]:
+            raise AgebenchError(
+                f"{config.out}: holds a run with different {key} ({previous.get(key)}); "
+                "use --overwrite to replace it or choose another --out"
+            )
+
+
+def _relative(path: Path, root: Path) -> Path:
+    return Path(path.name) if root.is_file() else path.relative_to(root)
+
+
+class PredictRun:
+    """A predict run, set up (model verified, outputs checked) before any image is read.
+
+    Setting up first means a bad model or folder fails before the progress bar starts.
+    """
+
+    def __init__(self, config: PredictConfig) -> None:
+        if not config.input.exists():
+            raise AgebenchError(f"{config.input}: input folder not found")
+        if config.batch_size < 1:
+            raise AgebenchError(f"--batch-size must be at least 1, got {config.batch_size}")
+        self.config = config
+        self.spec = resolve_model(config.model, config.manifest)
+        self.predictor = Predictor(self.spec, device=config.device)
+        self.model = {"name": self.spec.name, "sha256": self.predictor.sha256}
+        self.run_info = {"model": self.model, "settings": config.fingerprint()}
+        _check_resume(config, self.run_info)
+        self.detector_device: str | None = None
+        detector = None
+        if config.faces == "detect":
+            self.detector_device = _torch_device(config.device)
+            d = config.detect
+            detector = FaceDetector(
+                device=self.detector_device,
+                min_face_size=d.min_face_size,
+                max_side=d.max_side,
+                retry_pad=d.retry_pad,
+            )
+        self.preparer = FacePreparer(
+            self.spec.crop, self.predictor.input_size, config.faces, config.detect, detector
+        )
+
+    def run(self, progress: ProgressCallback | None = None) -> RunOutcome:
+        config = self.config
+        report = progress or (lambda event, amount: None)
+        if not config.resume and config.out.exists():
+            sink.clear_run(config.out)
+        sink.clear_temporaries(config.out)
+        sink.write_json_atomic(config.out / sink.RUN_FILE, self.run_info)
+        report("total", count_images(config.input, recursive=config.recursive))
+        counts = {"skipped_resumed": 0, "processed": 0}
+
+        def todo() -> Iterator[tuple[Path, Path]]:
+            for path in iter_images(config.input, recursive=config.recursive):
+                relative = _relative(path, config.input)
+                if config.resume and sink.read_image_json(
+                    sink.image_json_path(config.out, relative)
+                ):
+                    counts["skipped_resumed"] += 1
+                    report("advance", 1)
+                    continue
+                yield path, relative
+
+        def done(item: PreparedImage) -> None:
+            sink.write_json_atomic(
+                sink.image_json_path(config.out, item.relative),
+                _image_record(item, config, self.model),
+            )
+            counts["processed"] += 1
+            report("advance", 1)
+
+        workers = config.workers or available_cores()
+        window = max(4 * workers, 2 * config.batch_size)
+        started = time.perf_counter()
+        batcher = _Batcher(self.predictor, config, done)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agebench-prepare") as pool:
+            for item in ordered_map(pool, self.preparer, todo(), window=window):
+                batcher.add(item)
+            batcher.flush()
+        seconds = time.perf_counter() - started
+        spec_info = {
+            **self.model,
+            "framework": self.spec.framework,
+            "manifest": str(self.spec.manifest_path) if self.spec.manifest_path else None,
+        }
+        summary = _finish(
+            config,
+            spec_info=spec_info,
+            provider=self.predictor.provider,
+            detector_device=self.detector_device,
+            counts=counts,
+            seconds=seconds,
+        )
+        return RunOutcome(summary, config.out)
+
+
+def run_predict(config: PredictConfig, progress: ProgressCallback | None = None) -> RunOutcome:
+    """Predict ages for every image under ``config.input``; write and return the summary."""
+    return PredictRun(config).run(progress)
+
+
+def _finish(
+    config: PredictConfig,
+    *,
+    spec_info: dict[str, Any],
+    provider: str,
+    detector_device: str | None,
+    counts: dict[str, int],
+    seconds: float,
+) -> dict[str, Any]:
+    """Rebuild predictions.jsonl from the per-image files (walk order) and write the summary."""
+    tally = {"images": 0, "images_ok": 0, "images_no_face": 0, "images_failed": 0, "faces": 0}
+    failures: list[dict[str, Any]] = []
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for path in iter_images(config.input, recursive=config.recursive):
+            relative = _relative(path, config.input)
+            record = sink.read_image_json(sink.image_json_path(config.out, relative))
+            if record is None:
+                continue  # interrupted before this image: a resume will do it
+            tally["images"] += 1
+            tally[f"images_{record['status']}"] += 1
+            tally["faces"] += len(record["faces"])
+            if record["status"] != "ok":
+                failures.append(
+                    {"image": record["image"], "status": record["status"], "error": record["error"]}
+                )
+            yield from sink.face_rows(record)
+
+    sink.write_lines_atomic(config.out / sink.PREDICTIONS_FILE, rows())
+    processed = counts["processed"]
+    summary = {
+        "schema": "agebench.predict-summary/1",
+        "input": str(config.input.resolve()),
+        "out": str(config.out.resolve()),
+        "model": spec_info,
+        "execution": {
+            "device": config.device,
+            "onnx_provider": provider,
+            "detector_device": detector_device,
+            "batch_size": config.batch_size,
+        },
+        "faces_mode": config.faces,
+        "settings": config.fingerprint(),
+        "counts": {
+            **tally,
+            "processed_this_run": processed,
+            "skipped_resumed": counts["skipped_resumed"],
+        },
+        "timing": {
+            "seconds": round(seconds, 3),
+            "images_per_second": round(processed / seconds, 2) if seconds > 0 else None,
+        },
+        "failures": failures,
+        "provenance": provenance(),
+    }
+    sink.write_json_atomic(config.out / sink.SUMMARY_FILE, summary, durable=True)
+    return summary

@@ -1,0 +1,118 @@
+"""Outputs written so that a crash never leaves a half-written file and a rerun can resume.
+
+Each image's JSON is written to a temporary name and renamed into place, so its presence
+means it is complete; ``predictions.jsonl`` and ``summary.json`` are rebuilt from those files
+at the end, which makes a resumed run's outputs identical to an uninterrupted one's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+PREDICTION_SCHEMA = "agebench.image-prediction/1"
+RUN_FILE = "run.json"
+PREDICTIONS_FILE = "predictions.jsonl"
+SUMMARY_FILE = "summary.json"
+
+
+def _dumps(obj: Any, indent: int | None) -> str:
+    return json.dumps(obj, indent=indent, ensure_ascii=False, allow_nan=False)
+
+
+def write_text_atomic(path: Path, text: str, *, durable: bool = False) -> None:
+    """Write ``text`` to ``path`` all or nothing (tmp file in the same folder + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, obj: Any, *, durable: bool = False) -> None:
+    write_text_atomic(path, _dumps(obj, 2) + "\n", durable=durable)
+
+
+def write_lines_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> int:
+    """Stream rows as JSON Lines into ``path`` atomically; return how many were written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    count = 0
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(_dumps(row, None))
+                fh.write("\n")
+                count += 1
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return count
+
+
+def image_json_path(out: Path, relative: Path) -> Path:
+    """``photos/a/b.jpg`` -> ``<out>/a/b.jpg.json``: the input tree mirrored, extension kept."""
+    return out / relative.parent / f"{relative.name}.json"
+
+
+def read_image_json(path: Path) -> dict[str, Any] | None:
+    """A finished image record, or None if absent or not ours (then it is redone)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            record = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("schema") != PREDICTION_SCHEMA:
+        return None
+    return record
+
+
+def face_rows(record: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """predictions.jsonl rows of one image: one per face, or one failure row."""
+    base = {"image": record["image"], "status": record["status"]}
+    if record["status"] != "ok":
+        yield {**base, "face": None, "error": record["error"]}
+        return
+    for face in record["faces"]:
+        yield {
+            **base,
+            "face": face["index"],
+            "error": None,
+            **{k: v for k, v in face.items() if k != "index"},
+        }
+
+
+def read_json(path: Path) -> Any | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def clear_run(out: Path) -> None:
+    """Remove a previous run's outputs (only files agebench writes) before ``--overwrite``."""
+    for path in sorted(out.rglob("*"), reverse=True):
+        if path.is_file() and (path.name.endswith(".json") or path.name == PREDICTIONS_FILE):
+            path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+
+
+def clear_temporaries(out: Path) -> None:
+    """Drop the temporary files of writes that a crash cut short (never complete outputs)."""
+    if out.is_dir():
+        for path in out.rglob(".*.tmp-*"):
+            if path.is_file():
+                path.unlink()

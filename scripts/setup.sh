@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Create .venv and install agebench with everything it needs; safe to run again.
+#
+# facenet-pytorch 2.6.0 (MTCNN) pins torch<2.3, numpy<2 and Pillow<10.3, which no current
+# stack satisfies; it works unchanged beside current releases, so it is installed with
+# --no-deps after the real dependencies (torch, torchvision, requests, tqdm come from
+# pyproject.toml).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+VENV="${AGEBENCH_VENV:-.venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+"${PIP[@]}" install -q --upgrade pip
+# torch/torchvision first and pinned: a floating spec can pull a multi-GB CUDA build over a
+# slow link where a local copy of this pair exists (see README, "Installing").
+"${PIP[@]}" install -q "torch==${AGEBENCH_TORCH:-2.14.1}" "torchvision==${AGEBENCH_TORCHVISION:-0.29.1}"
+"${PIP[@]}" install -q -e ".[dev]"
+"${PIP[@]}" install -q --no-deps "facenet-pytorch==2.6.0"
+"$VENV/bin/python" -c "import agebench.faces.detect as d; d._import_mtcnn()" >/dev/null
+echo "agebench installed in $VENV"

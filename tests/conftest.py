@@ -1,0 +1,37 @@
+"""Shared fixtures: the real face chips beside the checkout, and a quiet predict runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.fixtures.tiny_models import REPO
+
+SHARED_FACES = REPO.parent / "shared" / "faces" / "utkface-48"
+
+
+def chip_age(path: Path) -> int:
+    """UTKFace labels live in the name: ``[age]_[gender]_[race]_[datetime].jpg.chip.jpg``."""
+    return int(path.name.split("_", 1)[0])
+
+
+@pytest.fixture(scope="session")
+def shared_faces() -> Path:
+    if not SHARED_FACES.is_dir():
+        pytest.skip(f"real face chips not found at {SHARED_FACES}")
+    return SHARED_FACES
+
+
+@pytest.fixture(scope="session")
+def face_chips(shared_faces: Path) -> list[Path]:
+    return sorted(shared_faces.glob("*.jpg"))
+
+
+@pytest.fixture(scope="session")
+def face_rgb(face_chips: list[Path]) -> np.ndarray:
+    """A clear adult face: the first chip aged 20-40."""
+    path = next(p for p in face_chips if 20 <= chip_age(p) <= 40)
+    return np.asarray(Image.open(path).convert("RGB"))
