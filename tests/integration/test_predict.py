@@ -230,3 +230,40 @@ def test_max_faces_keeps_the_largest(face_chips: list[Path], tmp_path: Path):
     assert result.exit_code == 0, result.output
     faces = json.loads((tmp_path / "o" / "two.png.json").read_text())["faces"]
     assert len(faces) == 1 and faces[0]["box"][0] < 300
+
+
+def test_extra_heads_are_reported(tmp_path: Path):
+    """A model with a gender head: both heads decoded, both in every output file."""
+    from tests.fixtures.tiny_models import write_manifest
+
+    heads = (
+        '[[heads]]\nname = "age"\noutput = "scores"\ndecoder = "regression"\n'
+        "[heads.params]\nscale = 0.5\n"
+        '[[heads]]\nname = "gender"\noutput = "gender_logits"\ndecoder = "classification"\n'
+        '[heads.params]\nlabels = ["female", "male"]\n'
+    )
+    manifest = write_manifest(tmp_path, gender=True, decoder_block=heads)
+    src = tmp_path / "in"
+    src.mkdir()
+    # red 60 -> age 30; green 10 < blue 200 -> "male" with probability ~1
+    Image.new("RGB", (32, 32), (60, 10, 200)).save(src / "x.png")
+    result = CliRunner().invoke(
+        main,
+        [
+            "predict",
+            str(src),
+            "--out",
+            str(tmp_path / "o"),
+            "--model",
+            str(manifest),
+            "--faces",
+            "none",
+            "--save-raw",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    row = _read_jsonl(tmp_path / "o" / "predictions.jsonl")[0]
+    assert row["age"] == pytest.approx(30.0)
+    assert row["age_std"] is None
+    assert row["gender"] == "male" and row["gender_probability"] == pytest.approx(1.0)
+    assert set(row["raw"]) == {"age", "gender"}
