@@ -7,6 +7,7 @@ draw a bar and tests can stay quiet.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -51,12 +52,17 @@ def ordered_map(
 ) -> Iterator[R]:
     """``pool.map`` that keeps at most ``window`` tasks in flight, so memory stays flat."""
     pending: deque[Future[R]] = deque()
-    for args in items:
-        pending.append(pool.submit(fn, *args))
-        if len(pending) >= window:
+    try:
+        for args in items:
+            pending.append(pool.submit(fn, *args))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
             yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
+    finally:
+        # on an interrupt, drop the queued work instead of finishing it
+        for future in pending:
+            future.cancel()
 
 
 def _torch_device(device: str) -> str:
@@ -69,6 +75,14 @@ def _torch_device(device: str) -> str:
     if device == "cuda":
         raise AgebenchError("--device cuda: torch sees no CUDA GPU for face detection")
     return "cpu"
+
+
+def _share_cores_with_workers(workers: int) -> None:
+    """One torch thread per detection worker: on 2 cores, 2 workers x 1 thread ran MTCNN
+    20% faster than 2 x 2 (oversubscribed) and 60% faster than 1 x 2."""
+    import torch
+
+    torch.set_num_threads(max(1, available_cores() // workers))
 
 
 def _jsonable(value: Any) -> Any:
@@ -89,6 +103,29 @@ def _clean(value: Any) -> Any:
     if isinstance(value, list):
         return [_clean(v) for v in value]
     return value
+
+
+class _BackgroundWriter:
+    """Writes image records on one thread so file-system latency overlaps inference.
+
+    A failed write is not swallowed: it is raised in the run's thread at the next submit
+    or at close, and the run fails.
+    """
+
+    def __init__(self, max_pending: int = 256) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agebench-write")
+        self._pending: deque[Future[None]] = deque()
+        self._max_pending = max_pending
+
+    def submit(self, path: Path, record: dict[str, Any]) -> None:
+        self._pending.append(self._pool.submit(sink.write_json_atomic, path, record))
+        while self._pending and (self._pending[0].done() or len(self._pending) > self._max_pending):
+            self._pending.popleft().result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        while self._pending:
+            self._pending.popleft().result()
 
 
 class _Batcher:
@@ -211,10 +248,12 @@ class PredictRun:
         self.model = {"name": self.spec.name, "sha256": self.predictor.sha256}
         self.run_info = {"model": self.model, "settings": config.fingerprint()}
         _check_resume(config, self.run_info)
+        self.workers = config.workers or available_cores()
         self.detector_device: str | None = None
         detector = None
         if config.faces == "detect":
             self.detector_device = _torch_device(config.device)
+            _share_cores_with_workers(self.workers)
             d = config.detect
             detector = FaceDetector(
                 device=self.detector_device,
@@ -233,7 +272,12 @@ class PredictRun:
             sink.clear_run(config.out)
         sink.clear_temporaries(config.out)
         sink.write_json_atomic(config.out / sink.RUN_FILE, self.run_info)
-        report("total", count_images(config.input, recursive=config.recursive))
+        # counting a huge tree takes a while: let the bar learn its total while work starts
+        threading.Thread(
+            target=lambda: report("total", count_images(config.input, recursive=config.recursive)),
+            name="agebench-count",
+            daemon=True,
+        ).start()
         counts = {"skipped_resumed": 0, "processed": 0}
 
         def todo() -> Iterator[tuple[Path, Path]]:
@@ -247,35 +291,44 @@ class PredictRun:
                     continue
                 yield path, relative
 
+        writer = _BackgroundWriter()
+
         def done(item: PreparedImage) -> None:
-            sink.write_json_atomic(
+            writer.submit(
                 sink.image_json_path(config.out, item.relative),
                 _image_record(item, config, self.model),
             )
             counts["processed"] += 1
             report("advance", 1)
 
-        workers = config.workers or available_cores()
+        workers = self.workers
         window = max(4 * workers, 2 * config.batch_size)
         started = time.perf_counter()
         batcher = _Batcher(self.predictor, config, done)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agebench-prepare") as pool:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agebench-prepare")
+        try:
             for item in ordered_map(pool, self.preparer, todo(), window=window):
                 batcher.add(item)
             batcher.flush()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            writer.close()  # finished images are kept even when interrupted
         seconds = time.perf_counter() - started
         spec_info = {
             **self.model,
             "framework": self.spec.framework,
             "manifest": str(self.spec.manifest_path) if self.spec.manifest_path else None,
         }
+        execution = {
+            "device": config.device,
+            "onnx_provider": self.predictor.provider,
+            "detector_device": self.detector_device,
+            "batch_size": config.batch_size,
+            "workers": workers,
+            "cores": available_cores(),
+        }
         summary = _finish(
-            config,
-            spec_info=spec_info,
-            provider=self.predictor.provider,
-            detector_device=self.detector_device,
-            counts=counts,
-            seconds=seconds,
+            config, spec_info=spec_info, execution=execution, counts=counts, seconds=seconds
         )
         return RunOutcome(summary, config.out)
 
@@ -289,8 +342,7 @@ def _finish(
     config: PredictConfig,
     *,
     spec_info: dict[str, Any],
-    provider: str,
-    detector_device: str | None,
+    execution: dict[str, Any],
     counts: dict[str, int],
     seconds: float,
 ) -> dict[str, Any]:
@@ -320,12 +372,7 @@ def _finish(
         "input": str(config.input.resolve()),
         "out": str(config.out.resolve()),
         "model": spec_info,
-        "execution": {
-            "device": config.device,
-            "onnx_provider": provider,
-            "detector_device": detector_device,
-            "batch_size": config.batch_size,
-        },
+        "execution": execution,
         "faces_mode": config.faces,
         "settings": config.fingerprint(),
         "counts": {

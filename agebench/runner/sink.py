@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 PREDICTION_SCHEMA = "agebench.image-prediction/1"
 RUN_FILE = "run.json"
@@ -23,12 +23,20 @@ def _dumps(obj: Any, indent: int | None) -> str:
     return json.dumps(obj, indent=indent, ensure_ascii=False, allow_nan=False)
 
 
+def _open_new(path: Path) -> TextIO:
+    """Open for writing, making the folder only when it is missing (one syscall, not two)."""
+    try:
+        return open(path, "w", encoding="utf-8")
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "w", encoding="utf-8")
+
+
 def write_text_atomic(path: Path, text: str, *, durable: bool = False) -> None:
     """Write ``text`` to ``path`` all or nothing (tmp file in the same folder + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with _open_new(tmp) as fh:
             fh.write(text)
             if durable:
                 fh.flush()
@@ -39,8 +47,10 @@ def write_text_atomic(path: Path, text: str, *, durable: bool = False) -> None:
         raise
 
 
-def write_json_atomic(path: Path, obj: Any, *, durable: bool = False) -> None:
-    write_text_atomic(path, _dumps(obj, 2) + "\n", durable=durable)
+def write_json_atomic(
+    path: Path, obj: Any, *, durable: bool = False, indent: int | None = 2
+) -> None:
+    write_text_atomic(path, _dumps(obj, indent) + "\n", durable=durable)
 
 
 def write_lines_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> int:
@@ -102,11 +112,19 @@ def read_json(path: Path) -> Any | None:
 
 
 def clear_run(out: Path) -> None:
-    """Remove a previous run's outputs (only files agebench writes) before ``--overwrite``."""
+    """Remove a previous run's outputs before ``--overwrite``.
+
+    Only files agebench wrote go: per-image records are recognised by their schema, so a
+    user's own JSON files in the same folder survive.
+    """
+    ours = {RUN_FILE, SUMMARY_FILE, PREDICTIONS_FILE}
     for path in sorted(out.rglob("*"), reverse=True):
-        if path.is_file() and (path.name.endswith(".json") or path.name == PREDICTIONS_FILE):
+        if path.is_file() and (
+            (path.parent == out and path.name in ours)
+            or (path.name.endswith(".json") and read_image_json(path) is not None)
+        ):
             path.unlink()
-        elif path.is_dir() and not any(path.iterdir()):
+        elif path.is_dir() and path != out and not any(path.iterdir()):
             path.rmdir()
 
 

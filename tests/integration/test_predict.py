@@ -165,8 +165,11 @@ def test_resume_refuses_a_different_model(face_chips: list[Path], tmp_path: Path
     runner = CliRunner()
     result = runner.invoke(main, ["predict", str(src), "--out", str(out)])  # detect now
     assert result.exit_code == 1 and "holds a run with different settings" in result.output
+    (out / "my-notes.json").write_text('{"mine": true}')
     result = runner.invoke(main, ["predict", str(src), "--out", str(out), "--overwrite"])
     assert result.exit_code == 0, result.output
+    assert (out / "my-notes.json").exists()  # --overwrite removes only what agebench wrote
+    assert all(r["landmarks"] for r in _read_jsonl(out / "predictions.jsonl"))
 
 
 def test_composed_group_photo_gets_each_face_and_its_own_age(

@@ -29,19 +29,8 @@ from tests.fixtures.bad_images import (
     write_bad_inputs,
 )
 
-FACES_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "faces" / "utkface-48"
-
-
 # ----------------------------------------------------------------------------- fixtures/helpers
-
-
-@pytest.fixture(scope="module")
-def face_rgb() -> np.ndarray:
-    faces = sorted(FACES_DIR.glob("*.jpg"))
-    if not faces:
-        pytest.skip(f"no real face images at {FACES_DIR} (shared/faces/utkface-48 is absent)")
-    with Image.open(faces[0]) as image:
-        return np.asarray(image.convert("RGB"))
+# ``face_rgb`` (a real face chip) comes from tests/conftest.py.
 
 
 @pytest.fixture(scope="module")
