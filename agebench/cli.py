@@ -110,6 +110,14 @@ def main() -> None:
     help="Skip images already written in --out, or start the folder afresh.",
 )
 @click.option(
+    "--crop-margin",
+    type=click.FloatRange(min=0.0, max=2.0),
+    default=0.0,
+    show_default=True,
+    help="With --faces none: the margin each crop has around the face, as a fraction of the "
+    "face box (0: tight crops such as UTKFace chips; 0.4: APPA-REAL _face.jpg).",
+)
+@click.option(
     "--save-raw", is_flag=True, help="Also write raw model outputs (probabilities, ranks...)."
 )
 @click.option(
@@ -131,10 +139,12 @@ def predict(
     max_faces: int | None,
     recursive: bool,
     resume: bool,
+    crop_margin: float,
     save_raw: bool,
     workers: int | None,
 ) -> None:
     """Estimate the age of every face in the images under INPUT."""
+    from agebench.benchmarks.spec import ReadyCrop
     from agebench.config import DetectConfig, PredictConfig
     from agebench.models.catalog import DEFAULT_MODEL
     from agebench.runner.pipeline import PredictRun
@@ -152,6 +162,9 @@ def predict(
         resume=resume,
         save_raw=save_raw,
         workers=workers,
+        ready_crop=ReadyCrop(kind="margin", margin=crop_margin)
+        if crop_margin
+        else ReadyCrop("tight"),
     )
     run = PredictRun(config)
     with _progress_bar() as (bar, task):

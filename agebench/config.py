@@ -6,10 +6,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from agebench.benchmarks.spec import ReadyCrop
 from agebench.models.catalog import DEFAULT_MODEL
 from agebench.models.predictor import Device
 
-FacesMode = Literal["detect", "none"]
+FacesMode = Literal["detect", "none", "box"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class PredictConfig:
     resume: bool = True
     save_raw: bool = False
     workers: int | None = None
+    #: what a ready crop is under --faces none (tight by default; APPA-style crops carry margin)
+    ready_crop: ReadyCrop = field(default_factory=lambda: ReadyCrop(kind="tight"))
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run it continues."""
@@ -45,4 +48,5 @@ class PredictConfig:
             "detect": asdict(self.detect) if self.faces == "detect" else None,
             "recursive": self.recursive,
             "save_raw": self.save_raw,
+            "ready_crop": asdict(self.ready_crop) if self.faces == "none" else None,
         }

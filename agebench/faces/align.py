@@ -78,7 +78,12 @@ def dlib_pixel_grid(matrix: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def box_matrix(
     box: tuple[float, float, float, float], margin: float, square: bool, size: tuple[int, int]
 ) -> np.ndarray:
-    """Photo -> crop matrix for a detector box grown by ``margin`` of its size on each side."""
+    """Photo -> crop matrix for a detector box grown by ``margin`` of its size on each side.
+
+    The box is in continuous coordinates (pixel i spans [i, i + 1)) and its grown edges land
+    on the crop's edges; the matrix itself works in OpenCV's convention (pixel centres at
+    integers), hence the half-pixel terms.
+    """
     height, width = size
     x1, y1, x2, y2 = box
     bw, bh = x2 - x1, y2 - y1
@@ -87,7 +92,10 @@ def box_matrix(
     cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
     bw, bh = bw * (1 + 2 * margin), bh * (1 + 2 * margin)
     sx, sy = width / bw, height / bh
-    return np.array([[sx, 0.0, width / 2.0 - sx * cx], [0.0, sy, height / 2.0 - sy * cy]])
+    # crop centre (width/2 - 0.5 in OpenCV coordinates) <- box centre (cx - 0.5)
+    tx = width / 2.0 - 0.5 - sx * (cx - 0.5)
+    ty = height / 2.0 - 0.5 - sy * (cy - 0.5)
+    return np.array([[sx, 0.0, tx], [0.0, sy, ty]])
 
 
 def resize_matrix(image_size: tuple[int, int], size: tuple[int, int]) -> np.ndarray:

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from agebench.config import DetectConfig, FacesMode
-from agebench.faces.align import crop_matrix, warp
-from agebench.faces.detect import FaceDetector
+from agebench.config import DetectConfig
+from agebench.faces.align import box_matrix, crop_matrix, warp
+from agebench.faces.detect import Face, FaceDetector
 from agebench.models.manifest import CropSpec
 from agebench.runner.imageio import DecodedImage, ImageDecodeError, decode_image
+from agebench.runner.reconcile import ReadyCropPlan
 
 NO_FACE = "no face found"
+NO_FACE_IN_BOX = "no detected face overlaps the given box"
+FacesMode = Literal["detect", "none", "box"]
+Box = tuple[float, float, float, float]
+#: a detection must overlap a given box this much to be taken as that box's face
+_MIN_IOU = 0.3
 
 
 @dataclass
 class PreparedImage:
-    """One photo, decoded and cut into crops, waiting for the model."""
+    """One photo (or one labelled face of it), decoded and cut, waiting for the model."""
 
     path: Path
     relative: Path
@@ -30,14 +37,23 @@ class PreparedImage:
     notes: list[str] = field(default_factory=list)
     faces: list[dict[str, Any]] = field(default_factory=list)
     crops: np.ndarray | None = None
+    key: Any = None
 
 
-def _round(values: np.ndarray, digits: int = 2) -> list[Any]:
+def _round(values: Any, digits: int = 2) -> list[Any]:
     return np.round(np.asarray(values, dtype=np.float64), digits).tolist()
 
 
+def iou(a: Box, b: Box) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
 class FacePreparer:
-    """Decode, find faces (or take the image as one), crop by the model's policy.
+    """Decode, find faces (or take the given ones), crop by the model's policy.
 
     Runs in worker threads: OpenCV, Pillow's decoder and torch release the GIL.
     """
@@ -49,75 +65,113 @@ class FacePreparer:
         mode: FacesMode,
         detect: DetectConfig,
         detector: FaceDetector | None,
+        ready: ReadyCropPlan | None = None,
     ) -> None:
-        if mode == "detect" and detector is None:
-            raise ValueError("--faces detect needs a detector")
+        needs_detector = mode == "detect" or (mode == "box" and crop.policy == "align")
+        if needs_detector and detector is None:
+            raise ValueError(f"--faces {mode} with this model needs a detector")
+        if mode == "none" and ready is None:
+            raise ValueError("--faces none needs a ready-crop plan")
         self.crop = crop
         self.size = size
         self.mode = mode
         self.detect_config = detect
         self.detector = detector
+        self.ready = ready
 
-    def __call__(self, path: Path, relative: Path) -> PreparedImage:
-        item = PreparedImage(path=path, relative=relative)
+    def __call__(
+        self, path: Path, relative: Path, box: Box | None = None, key: Any = None
+    ) -> PreparedImage:
+        item = PreparedImage(path=path, relative=relative, key=key)
         try:
-            # a ready crop is only ever shrunk to the model size: let libjpeg decode it smaller
-            draft = (self.size[1], self.size[0]) if self.mode == "none" else None
-            image = decode_image(path, draft_size=draft)
+            image = decode_image(path, draft_size=self._draft_size())
         except ImageDecodeError as error:
             item.status, item.error = "failed", error.reason
             return item
         item.notes = list(image.notes)
-        item.width, item.height = image.width, image.height
+        item.width, item.height = (
+            image.full_size if image.full_size[0] else (image.width, image.height)
+        )
         try:
-            self._cut(image, item)
+            if self.mode == "none":
+                self._cut_ready(image, item)
+            elif self.mode == "box" and box is not None:
+                self._cut_given(image, item, box)
+            else:
+                self._cut_detected(image, item)
         except Exception as error:  # one bad image must never stop a run of millions
-            item.status, item.error = (
-                "failed",
-                f"face processing failed: {type(error).__name__}: {error}",
-            )
+            item.status = "failed"
+            item.error = f"face processing failed: {type(error).__name__}: {error}"
             item.faces, item.crops = [], None
         return item
 
-    def _cut(self, image: DecodedImage, item: PreparedImage) -> None:
-        rgb = image.rgb
-        if self.mode == "none":
-            matrix = crop_matrix(
-                self.crop, self.size, image_size=rgb.shape[:2], box=None, landmarks=None
-            )
-            item.crops = warp(rgb, matrix, self.size)[None]
-            item.faces = [
-                {
-                    "index": 0,
-                    "box": [0.0, 0.0, float(image.width), float(image.height)],
-                    "landmarks": None,
-                    "score": None,
-                }
-            ]
+    def _draft_size(self) -> tuple[int, int] | None:
+        """A ready crop is only ever shrunk to the model size: let libjpeg decode it smaller."""
+        if self.mode != "none" or self.ready is None:
+            return None
+        scale = self.ready.decode_scale()
+        return (math.ceil(self.size[1] * scale), math.ceil(self.size[0] * scale))
+
+    def _cut_ready(self, image: DecodedImage, item: PreparedImage) -> None:
+        assert self.ready is not None
+        matrix = self.ready.matrix(image.width, image.height, self.size)
+        item.crops = warp(image.rgb, matrix, self.size)[None]
+        to_full = (item.width or image.width) / image.width
+        box = np.asarray(self.ready.face_box(image.width, image.height)) * to_full
+        item.faces = [{"index": 0, "box": _round(box), "landmarks": None, "score": None}]
+
+    def _cut_given(self, image: DecodedImage, item: PreparedImage, box: Box) -> None:
+        """A benchmark's own face box: aligned models still need landmarks, so the detected
+        face that overlaps the box most is used; other models crop the box itself."""
+        if self.crop.policy == "align":
+            assert self.detector is not None
+            found = [f for f in self.detector.detect(image.rgb) if iou(f.box, box) >= _MIN_IOU]
+            if not found:
+                item.status, item.error = "no_face", NO_FACE_IN_BOX
+                return
+            best = max(found, key=lambda f: iou(f.box, box))
+            self._cut_faces(image, item, [best], given_box=box)
             return
+        margin = self.crop.margin if self.crop.policy == "box" else 0.0
+        matrix = box_matrix(box, margin, self.crop.square, self.size)
+        item.crops = warp(image.rgb, matrix, self.size)[None]
+        item.faces = [{"index": 0, "box": _round(box), "landmarks": None, "score": None}]
+
+    def _cut_detected(self, image: DecodedImage, item: PreparedImage) -> None:
         assert self.detector is not None
-        found = self.detector.detect(rgb)
+        found = self.detector.detect(image.rgb)
         if self.detect_config.max_faces is not None:
             found = found[: self.detect_config.max_faces]
         if not found:
             item.status, item.error = "no_face", NO_FACE
             return
+        self._cut_faces(image, item, found)
+
+    def _cut_faces(
+        self,
+        image: DecodedImage,
+        item: PreparedImage,
+        found: list[Face],
+        given_box: Box | None = None,
+    ) -> None:
         crops = []
         for index, face in enumerate(found):
             matrix = crop_matrix(
                 self.crop,
                 self.size,
-                image_size=rgb.shape[:2],
+                image_size=image.rgb.shape[:2],
                 box=face.box,
                 landmarks=face.landmarks,
             )
-            crops.append(warp(rgb, matrix, self.size))
+            crops.append(warp(image.rgb, matrix, self.size))
             record: dict[str, Any] = {
                 "index": index,
                 "box": _round(face.box),
                 "landmarks": _round(face.landmarks),
                 "score": round(face.score, 5),
             }
+            if given_box is not None:
+                record["given_box"] = _round(given_box)
             if face.padded_retry:
                 record["note"] = "detected on the image padded by a black frame"
             item.faces.append(record)

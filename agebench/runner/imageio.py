@@ -93,6 +93,9 @@ class DecodedImage:
     source_mode: str
     exif_orientation: int
     notes: tuple[str, ...]
+    #: (width, height) of the full-resolution upright image; differs from the array's size
+    #: only when a draft decode shrank it
+    full_size: tuple[int, int] = (0, 0)
 
 
 def decode_image(
@@ -174,6 +177,7 @@ def _decode_opened(
 ) -> DecodedImage:
     """Run the pipeline on an identified image: guard, pick frame, draft, load, orient, convert."""
     _check_dimensions(image, path, max_pixels)
+    stored_size = image.size
     notes: list[str] = []
     source_mode = image.mode
     _use_first_frame(image, notes)
@@ -187,6 +191,7 @@ def _decode_opened(
         orientation = _read_orientation(image, notes)
     upright = _apply_orientation(image, orientation, notes)
     rgb = _to_rgb_array(upright, path, notes)
+    swapped = orientation in _AXIS_SWAPPING_ORIENTATIONS
     return DecodedImage(
         rgb=rgb,
         width=rgb.shape[1],
@@ -194,6 +199,7 @@ def _decode_opened(
         source_mode=source_mode,
         exif_orientation=orientation,
         notes=tuple(notes),
+        full_size=stored_size[::-1] if swapped else stored_size,
     )
 
 

@@ -26,6 +26,7 @@ from agebench.models.predictor import Predictor, available_cores
 from agebench.provenance import provenance
 from agebench.runner import sink
 from agebench.runner.faces import FacePreparer, PreparedImage
+from agebench.runner.reconcile import plan_ready_crops
 from agebench.runner.walk import count_images, iter_images
 
 T = TypeVar("T")
@@ -261,9 +262,13 @@ class PredictRun:
                 max_side=d.max_side,
                 retry_pad=d.retry_pad,
             )
-        self.preparer = FacePreparer(
-            self.spec.crop, self.predictor.input_size, config.faces, config.detect, detector
+        ready = (
+            plan_ready_crops(config.ready_crop, self.spec.crop) if config.faces == "none" else None
         )
+        self.preparer = FacePreparer(
+            self.spec.crop, self.predictor.input_size, config.faces, config.detect, detector, ready
+        )
+        self.crop_plan = ready.describe() if ready else None
 
     def run(self, progress: ProgressCallback | None = None) -> RunOutcome:
         config = self.config
@@ -325,6 +330,7 @@ class PredictRun:
             "detector_device": self.detector_device,
             "batch_size": config.batch_size,
             "workers": workers,
+            "ready_crops": self.crop_plan,
             "cores": available_cores(),
         }
         summary = _finish(

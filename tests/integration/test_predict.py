@@ -245,7 +245,9 @@ def test_extra_heads_are_reported(tmp_path: Path):
         '[[heads]]\nname = "gender"\noutput = "gender_logits"\ndecoder = "classification"\n'
         '[heads.params]\nlabels = ["female", "male"]\n'
     )
-    manifest = write_manifest(tmp_path, gender=True, decoder_block=heads)
+    manifest = write_manifest(
+        tmp_path, gender=True, decoder_block=heads, crop_block='[crop]\npolicy = "none"\n'
+    )
     src = tmp_path / "in"
     src.mkdir()
     # red 60 -> age 30; green 10 < blue 200 -> "male" with probability ~1
@@ -270,3 +272,42 @@ def test_extra_heads_are_reported(tmp_path: Path):
     assert row["age_std"] is None
     assert row["gender"] == "male" and row["gender_probability"] == pytest.approx(1.0)
     assert set(row["raw"]) == {"age", "gender"}
+
+
+def test_ready_crops_get_the_margin_the_model_wants(tmp_path: Path):
+    """A box-policy model (margin 0.4) on tight crops: the crop is framed as in training, with
+    black outside the image, so a uniform face shrinks to 1 / 1.8 of the crop's side."""
+    from tests.fixtures.tiny_models import write_manifest
+
+    manifest = write_manifest(tmp_path)  # box policy, margin 0.4, age = mean red
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.new("RGB", (90, 90), (180, 0, 0)).save(src / "tight.png")
+    out = tmp_path / "o"
+    result = CliRunner().invoke(
+        main, ["predict", str(src), "--out", str(out), "--model", str(manifest), "--faces", "none"]
+    )
+    assert result.exit_code == 0, result.output
+    row = _read_jsonl(out / "predictions.jsonl")[0]
+    assert row["age"] == pytest.approx(180 / 1.8**2, rel=0.03)
+    # told that the crops already carry a 0.4 margin, nothing is added
+    result = CliRunner().invoke(
+        main,
+        [
+            "predict",
+            str(src),
+            "--out",
+            str(out),
+            "--model",
+            str(manifest),
+            "--faces",
+            "none",
+            "--crop-margin",
+            "0.4",
+            "--overwrite",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert _read_jsonl(out / "predictions.jsonl")[0]["age"] == pytest.approx(180, rel=0.01)
+    summary = json.loads((out / "summary.json").read_text())
+    assert "0.4 margin" in summary["execution"]["ready_crops"]

@@ -81,10 +81,28 @@ def test_dlib_pixel_grid_spacing_and_centre():
 
 
 def test_box_matrix_margin_and_square():
-    # 40x20 box at (10, 30); square -> 40x40; margin 0.5 -> 80x80 centred on (30, 40)
+    # 40x20 box at (10, 30); square -> 40x40; margin 0.5 -> 80x80 spanning x -10..70, y 0..80.
+    # Edges are continuous coordinates; OpenCV puts pixel centres at integers, so the grown
+    # box's edges (-10.5, -0.5) and (69.5, 79.5) land on the crop's edges -0.5 and 63.5.
     m = box_matrix((10, 30, 50, 50), margin=0.5, square=True, size=(64, 64))
-    corners = apply_matrix(m, np.array([[-10.0, 0.0], [70.0, 80.0]]))
-    assert corners == pytest.approx(np.array([[0.0, 0.0], [64.0, 64.0]]))
+    corners = apply_matrix(m, np.array([[-10.5, -0.5], [69.5, 79.5]]))
+    assert corners == pytest.approx(np.array([[-0.5, -0.5], [63.5, 63.5]]))
+
+
+def test_box_crop_of_a_uniform_image_stays_uniform():
+    photo = np.full((90, 90, 3), 180, dtype=np.uint8)
+    for size in ((8, 8), (64, 64)):
+        out = warp(photo, box_matrix((0, 0, 90, 90), 0.0, True, size), size)
+        assert out.min() >= 178, size  # no black seeping in at the edges
+    # enlarging, the outermost crop pixels sit within half a photo pixel outside the image and
+    # blend with the black border; everything inside that ring stays uniform
+    out = warp(photo, box_matrix((0, 0, 90, 90), 0.0, True, (150, 150)), (150, 150))
+    assert out[1:-1, 1:-1].min() >= 178
+
+
+def test_whole_image_box_equals_resize():
+    m = box_matrix((0, 0, 100, 200), 0.0, False, (50, 25))
+    assert m == pytest.approx(resize_matrix((200, 100), (50, 25)))
 
 
 def test_resize_matrix_maps_pixel_centres():
