@@ -181,9 +181,12 @@ def predict(
 
 
 class _progress_bar:
+    def __init__(self, label: str = "predict") -> None:
+        self.label = label
+
     def __enter__(self) -> tuple[Progress, Any]:
         self.progress = Progress(
-            TextColumn("[bold]predict"),
+            TextColumn(f"[bold]{self.label}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("images"),
@@ -193,7 +196,7 @@ class _progress_bar:
             transient=False,
         )
         self.progress.__enter__()
-        return self.progress, self.progress.add_task("predict", total=None)
+        return self.progress, self.progress.add_task(self.label, total=None)
 
     def __exit__(self, *exc: object) -> None:
         self.progress.__exit__(*exc)  # type: ignore[arg-type]
@@ -302,3 +305,268 @@ def models_info(name: str, as_json: bool) -> None:
 def _short(value: Any, limit: int = 160) -> str:
     text = json.dumps(value) if not isinstance(value, str) else value
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@main.group()
+def benches() -> None:
+    """List benchmarks and show how to lay their data out."""
+
+
+@benches.command("list")
+@friendly_errors
+def benches_list() -> None:
+    """Every benchmark agebench can read."""
+    from agebench.benchmarks.registry import benchmarks, get_benchmark
+
+    table = Table(title="agebench benchmarks")
+    table.add_column("name", no_wrap=True)
+    for column in ("title", "protocols", "splits", "targets", "images are", "faces"):
+        table.add_column(column)
+    for name in benchmarks().names():
+        spec = get_benchmark(name)
+        crops = spec.crops.kind + (f" (margin {spec.crops.margin:g})" if spec.crops.margin else "")
+        table.add_row(
+            name,
+            spec.title,
+            ", ".join(spec.protocols),
+            ", ".join(spec.splits) or "-",
+            ", ".join(spec.targets),
+            crops,
+            spec.default_faces,
+        )
+    Console().print(table)
+
+
+@benches.command("info")
+@click.argument("name")
+@friendly_errors
+def benches_info(name: str) -> None:
+    """Expected layout, label files and columns, protocols, options and citation."""
+    from agebench.benchmarks.registry import get_benchmark
+
+    spec = get_benchmark(name)
+    out = Console()
+    out.print(f"[bold]{spec.name}[/] (spec version {spec.version}): {spec.title}", highlight=False)
+    out.print(f"citation: {spec.citation}", highlight=False)
+    out.print(f"url: {spec.url}", highlight=False)
+    out.print("\n[bold]layout under --root[/]", highlight=False)
+    out.print(spec.layout.rstrip(), highlight=False, markup=False)
+    out.print("\n[bold]labels[/]", highlight=False)
+    out.print(spec.labels.rstrip(), highlight=False, markup=False)
+    out.print("\n[bold]protocols[/] (first is the default)")
+    for protocol, text in spec.protocols.items():
+        out.print(f"  {protocol}: {text}", highlight=False, markup=False)
+    if spec.splits:
+        out.print(f"[bold]splits[/]: {', '.join(spec.splits)} (default {spec.default_split})")
+    out.print(f"[bold]targets[/]: {', '.join(spec.targets)}")
+    crops = spec.crops
+    out.print(
+        f"[bold]images are[/]: {crops.kind}"
+        + (f", margin {crops.margin:g}" if crops.margin else "")
+        + (", aligned" if crops.aligned else "")
+        + (f" - {crops.description}" if crops.description else ""),
+        highlight=False,
+    )
+    out.print(f"[bold]default --faces[/]: {spec.default_faces}")
+    if spec.groups:
+        out.print(f"[bold]age groups[/]: {', '.join(f'{lo:g}-{hi:g}' for lo, hi in spec.groups)}")
+    if spec.options:
+        out.print("[bold]--option KEY=VALUE[/]")
+        for key, text in spec.options.items():
+            out.print(f"  {key}: {text}", highlight=False, markup=False)
+    if spec.notes:
+        out.print(f"\n{spec.notes.strip()}", highlight=False, markup=False)
+
+
+def _parse_pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        key, sep, item = value.partition("=")
+        if not sep or not key:
+            raise AgebenchError(f"{flag} {value!r}: expected KEY=VALUE")
+        pairs[key.strip()] = item.strip()
+    return pairs
+
+
+@main.command("eval")
+@click.option("--bench", "-b", required=True, help="Benchmark name (see 'agebench benches list').")
+@click.option(
+    "--root", type=click.Path(path_type=Path), required=True, help="The benchmark's folder."
+)
+@click.option(
+    "--model",
+    "-m",
+    default=None,
+    help="Model name, manifest, or .onnx with --manifest; "
+    "'{fold}' in a name picks one model per fold.",
+)
+@click.option("--manifest", type=click.Path(path_type=Path, dir_okay=False), default=None)
+@click.option("--split", default=None, help="Split to score (default: the benchmark's).")
+@click.option("--protocol", default=None, help="Protocol (default: the benchmark's first).")
+@click.option(
+    "--labels",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Label file (csv, morph, mivolo-csv, facebase).",
+)
+@click.option(
+    "--column",
+    "columns",
+    multiple=True,
+    metavar="ROLE=NAME",
+    help="csv: which column holds a role (path, age, subject, fold, split, std...).",
+)
+@click.option(
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Benchmark-specific option (see 'agebench benches info NAME').",
+)
+@click.option(
+    "--folds",
+    type=click.IntRange(min=2),
+    default=5,
+    show_default=True,
+    help="k for subject-disjoint k-fold protocols.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed for folds and bootstrap."
+)
+@click.option(
+    "--faces",
+    type=click.Choice(["none", "detect", "box"]),
+    default=None,
+    help="none: images are face crops; detect: find faces; box: use the given boxes "
+    "(default: the benchmark's).",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@click.option("--workers", type=click.IntRange(min=1), default=None)
+@click.option(
+    "--out-root", type=click.Path(path_type=Path), default=Path("reports"), show_default=True
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Exact output folder (default: a deterministic folder under --out-root).",
+)
+@click.option(
+    "--under-age",
+    type=float,
+    default=18.0,
+    show_default=True,
+    help="Threshold for the age-verification rates.",
+)
+@click.option(
+    "--bootstrap", "n_boot", type=click.IntRange(min=100), default=2000, show_default=True
+)
+@click.option(
+    "--reuse/--no-reuse",
+    default=True,
+    show_default=True,
+    help="Reuse a finished or interrupted run of the same model on the same data.",
+)
+@friendly_errors
+def eval_command(
+    bench: str,
+    root: Path,
+    model: str | None,
+    manifest: Path | None,
+    split: str | None,
+    protocol: str | None,
+    labels: Path | None,
+    columns: tuple[str, ...],
+    options: tuple[str, ...],
+    folds: int,
+    seed: int,
+    faces: str | None,
+    batch_size: int,
+    device: str,
+    workers: int | None,
+    out_root: Path,
+    out: Path | None,
+    under_age: float,
+    n_boot: int,
+    reuse: bool,
+) -> None:
+    """Score a model on a benchmark laid out as its authors publish it."""
+    from agebench.models.catalog import DEFAULT_MODEL
+    from agebench.runner.evaluate import EvalConfig, EvalRun
+
+    config = EvalConfig(
+        bench=bench,
+        root=root,
+        model=model or DEFAULT_MODEL,
+        manifest=manifest,
+        split=split,
+        protocol=protocol,
+        labels=labels,
+        columns=_parse_pairs(columns, "--column"),
+        options=_parse_pairs(options, "--option"),
+        folds=folds,
+        seed=seed,
+        faces=faces,  # type: ignore[arg-type]
+        batch_size=batch_size,
+        device=device,  # type: ignore[arg-type]
+        workers=workers,
+        out_root=out_root,
+        out=out,
+        under_age=under_age,
+        n_boot=n_boot,
+        reuse=reuse,
+    )
+    run = EvalRun(config)
+    with _progress_bar("eval") as (bar, task):
+
+        def on_progress(event: str, amount: int) -> None:
+            if event == "total":
+                bar.update(task, total=amount)
+            else:
+                bar.advance(task, amount)
+
+        outcome = run.run(progress=on_progress)
+    _print_eval_summary(outcome.summary, outcome.out, outcome.reused)
+
+
+def _fmt(value: Any, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _print_eval_summary(summary: dict[str, Any], out: Path, reused: bool) -> None:
+    bench, model, counts = summary["benchmark"], summary["model"], summary["counts"]
+    title = f"{model['name']} on {bench['name']} ({bench['protocol']}, {bench['split'] or 'all'})"
+    table = Table(title=title + (" - reused" if reused else ""))
+    for column in ("target", "MAE", "95% CI", "RMSE", "bias", "CS@5", "epsilon", "coverage"):
+        table.add_column(column, justify="right")
+    for target, m in summary["metrics"].items():
+        ci = m.get("mae_ci") or [None, None]
+        table.add_row(
+            target,
+            _fmt(m.get("mae")),
+            f"{_fmt(ci[0])}-{_fmt(ci[1])}",
+            _fmt(m.get("rmse")),
+            _fmt(m.get("bias"), "+.2f"),
+            _fmt(m.get("cs5"), ".3f"),
+            _fmt(m.get("epsilon_error"), ".3f"),
+            _fmt(m.get("coverage"), ".1%"),
+        )
+    console.print(table)
+    groups = summary.get("group_metrics")
+    if groups:
+        console.print(
+            f"group accuracy {_fmt(groups.get('accuracy'), '.3f')}, "
+            f"one-off {_fmt(groups.get('one_off'), '.3f')}"
+        )
+    console.print(
+        f"records {counts['records']}, scored {counts['scored']}, no face {counts['no_face']}, "
+        f"failed {counts['failed']}, missing {counts['missing']}, "
+        f"label problems {counts['label_problems']}",
+        highlight=False,
+    )
+    for problem in summary["problems"][:5]:
+        console.print(f"  [yellow]label problem[/] {problem}", highlight=False)
+    console.print(f"report: {out / 'report.html'}")

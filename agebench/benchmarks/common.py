@@ -8,7 +8,7 @@ import random
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from agebench.benchmarks.spec import BenchmarkError, LabelProblem, Record
+from agebench.benchmarks.spec import BenchmarkError, LabelProblem, LoadOptions, Record
 from agebench.runner.imageio import IMAGE_EXTENSIONS
 
 
@@ -147,3 +147,17 @@ def subject_kfold(subjects: Iterable[str], k: int, seed: int) -> dict[str, int]:
         raise BenchmarkError(f"cannot make {k} subject-disjoint folds from {len(unique)} subjects")
     random.Random(seed).shuffle(unique)
     return {subject: index % k for index, subject in enumerate(unique)}
+
+
+def option_choice(options: LoadOptions, key: str, choices: Sequence[str]) -> str:
+    """A ``--option key=value`` limited to a few values; the first choice is the default.
+
+    An unknown value is fatal (one line naming the key and the allowed values): a typo must
+    not silently run a different benchmark variant.
+    """
+    value = str(options.options.get(key, choices[0])).strip().lower()
+    if value not in choices:
+        raise BenchmarkError(
+            f"--option {key}={options.options[key]}: expected one of {', '.join(choices)}"
+        )
+    return value

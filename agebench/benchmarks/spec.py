@@ -127,6 +127,18 @@ class BenchmarkSpec:
     #: ``--option`` keys the loader understands, with their meaning and default
     options: Mapping[str, str] = field(default_factory=dict)
     notes: str = ""
+    #: when options change what the images are (``crop=original``, the csv's ``crop=``)
+    crops_for_options: Callable[[Mapping[str, Any]], ReadyCrop] | None = None
+
+    def ready_crop(self, options: Mapping[str, Any]) -> ReadyCrop:
+        return self.crops_for_options(options) if self.crops_for_options else self.crops
+
+    def faces_for(self, options: Mapping[str, Any]) -> FacesMode:
+        """The default --faces: whole photos need detection even if the spec's default
+        images are crops."""
+        if self.default_faces == "none" and self.ready_crop(options).kind == "photo":
+            return "detect"
+        return self.default_faces
 
     @property
     def default_protocol(self) -> str:

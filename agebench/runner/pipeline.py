@@ -66,7 +66,7 @@ def ordered_map(
             future.cancel()
 
 
-def _torch_device(device: str) -> str:
+def torch_device(device: str) -> str:
     import torch
 
     if device == "cpu":
@@ -78,7 +78,7 @@ def _torch_device(device: str) -> str:
     return "cpu"
 
 
-def _share_cores_with_workers(workers: int) -> None:
+def share_cores_with_workers(workers: int) -> None:
     """One torch thread per detection worker: on 2 cores, 2 workers x 1 thread ran MTCNN
     20% faster than 2 x 2 (oversubscribed) and 60% faster than 1 x 2."""
     import torch
@@ -106,7 +106,7 @@ def _clean(value: Any) -> Any:
     return value
 
 
-class _BackgroundWriter:
+class BackgroundWriter:
     """Writes image records on one thread so file-system latency overlaps inference.
 
     A failed write is not swallowed: it is raised in the run's thread at the next submit
@@ -129,15 +129,20 @@ class _BackgroundWriter:
             self._pending.popleft().result()
 
 
-class _Batcher:
+class Batcher:
     """Collects faces across images until a model batch is full, then writes the images."""
 
     def __init__(
-        self, predictor: Predictor, config: PredictConfig, on_done: Callable[[PreparedImage], None]
+        self,
+        predictor: Predictor,
+        on_done: Callable[[PreparedImage], None],
+        *,
+        batch_size: int,
+        save_raw: bool = False,
     ) -> None:
         self.predictor = predictor
-        self.batch_size = config.batch_size
-        self.save_raw = config.save_raw
+        self.batch_size = batch_size
+        self.save_raw = save_raw
         self.on_done = on_done
         self.pending: list[PreparedImage] = []
         self.face_count = 0
@@ -253,8 +258,8 @@ class PredictRun:
         self.detector_device: str | None = None
         detector = None
         if config.faces == "detect":
-            self.detector_device = _torch_device(config.device)
-            _share_cores_with_workers(self.workers)
+            self.detector_device = torch_device(config.device)
+            share_cores_with_workers(self.workers)
             d = config.detect
             detector = FaceDetector(
                 device=self.detector_device,
@@ -296,7 +301,7 @@ class PredictRun:
                     continue
                 yield path, relative
 
-        writer = _BackgroundWriter()
+        writer = BackgroundWriter()
 
         def done(item: PreparedImage) -> None:
             writer.submit(
@@ -309,7 +314,9 @@ class PredictRun:
         workers = self.workers
         window = max(4 * workers, 2 * config.batch_size)
         started = time.perf_counter()
-        batcher = _Batcher(self.predictor, config, done)
+        batcher = Batcher(
+            self.predictor, done, batch_size=config.batch_size, save_raw=config.save_raw
+        )
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agebench-prepare")
         try:
             for item in ordered_map(pool, self.preparer, todo(), window=window):

@@ -1,0 +1,471 @@
+"""The eval run: benchmark records -> faces -> model -> predictions.jsonl -> metrics -> report.
+
+Pure (no click). Work is keyed so that a rerun reuses it: the output folder is named by the
+benchmark, protocol, split, model sha256, faces mode and a fingerprint of the label files and
+images; a finished run is returned as is, an interrupted one resumes from its partial file.
+Metrics are computed from ``predictions.jsonl`` alone, so any run can be re-scored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agebench.benchmarks.registry import get_benchmark
+from agebench.benchmarks.spec import BenchmarkData, BenchmarkSpec, LoadOptions, Record
+from agebench.config import DetectConfig
+from agebench.errors import AgebenchError
+from agebench.faces.detect import FaceDetector
+from agebench.metrics import compute_group_metrics, compute_metrics
+from agebench.models.catalog import DEFAULT_MODEL, resolve_model
+from agebench.models.manifest import ModelSpec
+from agebench.models.predictor import Device, Predictor, available_cores
+from agebench.provenance import provenance
+from agebench.report.render import write_report
+from agebench.runner import sink
+from agebench.runner.faces import FacePreparer, FacesMode, PreparedImage
+from agebench.runner.pipeline import (
+    Batcher,
+    ProgressCallback,
+    ordered_map,
+    share_cores_with_workers,
+    torch_device,
+)
+from agebench.runner.reconcile import plan_ready_crops
+
+SUMMARY_SCHEMA = "agebench.eval-summary/1"
+PARTIAL_FILE = "predictions.partial.jsonl"
+_MAX_PROBLEMS_IN_SUMMARY = 100
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    bench: str
+    root: Path
+    model: str = DEFAULT_MODEL
+    manifest: Path | None = None
+    split: str | None = None
+    protocol: str | None = None
+    labels: Path | None = None
+    columns: Mapping[str, str] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+    folds: int = 5
+    seed: int = 0
+    faces: FacesMode | None = None
+    batch_size: int = 64
+    device: Device = "auto"
+    workers: int | None = None
+    out_root: Path = Path("reports")
+    out: Path | None = None
+    under_age: float = 18.0
+    n_boot: int = 2000
+    reuse: bool = True
+    min_face_size: int = 20
+
+
+@dataclass
+class EvalOutcome:
+    summary: dict[str, Any]
+    out: Path
+    reused: bool
+
+
+def _sha256_bytes(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def data_fingerprint(
+    spec: BenchmarkSpec, data: BenchmarkData, root: Path, key: Mapping[str, Any]
+) -> str:
+    """What decides whether two runs saw the same data: label file contents, each record's
+    image, labels and fold, and each image's size. Cheap (no image is read) so that a rerun
+    can be recognised before any work starts; content hashes are recorded during the run."""
+    digest = hashlib.sha256()
+    digest.update(
+        json.dumps({"bench": spec.name, "version": spec.version, **key}, sort_keys=True).encode()
+    )
+    for label in sorted(data.label_files):
+        digest.update(
+            str(label.relative_to(root) if label.is_relative_to(root) else label).encode()
+        )
+        digest.update((_sha256_bytes(label) or "missing").encode())
+    for record in data.records:
+        path = root / record.image
+        size = path.stat().st_size if path.is_file() else -1
+        digest.update(
+            json.dumps(
+                [
+                    _record_key(record),
+                    record.age,
+                    dict(record.targets),
+                    record.age_std,
+                    record.age_group,
+                    record.fold,
+                    record.box,
+                    size,
+                ]
+            ).encode()
+        )
+    return digest.hexdigest()
+
+
+def _record_key(record: Record) -> str:
+    """A record's identity: an image can carry several labelled faces (LAGENDA)."""
+    return f"{record.image}|{record.source}"
+
+
+def _group_label(group: tuple[float, float] | None) -> list[float] | None:
+    return None if group is None else [float(group[0]), float(group[1])]
+
+
+class EvalRun:
+    """One model (or per-fold model family) over one benchmark, set up before any image is read."""
+
+    def __init__(self, config: EvalConfig) -> None:
+        self.config = config
+        self.bench = get_benchmark(config.bench)
+        self.protocol = config.protocol or self.bench.default_protocol
+        self.split = config.split or self.bench.default_split
+        options = LoadOptions(
+            root=config.root,
+            split=self.split,
+            protocol=self.protocol,
+            labels=config.labels,
+            columns=dict(config.columns),
+            folds=config.folds,
+            seed=config.seed,
+            options=dict(config.options),
+        )
+        self.data = self.bench.load(options)
+        if not self.data.records:
+            detail = (
+                f" ({len(self.data.problems)} label problems, first: {self.data.problems[0]})"
+                if self.data.problems
+                else ""
+            )
+            raise AgebenchError(
+                f"{config.root}: no labelled images found for {self.bench.name}{detail}"
+            )
+        self.ready = self.bench.ready_crop(config.options)
+        self.faces: FacesMode = config.faces or self.bench.faces_for(config.options)
+        if self.faces == "box" and not any(r.box for r in self.data.records):
+            raise AgebenchError(
+                f"{self.bench.name}: --faces box, but no record has a face box; use --faces detect"
+            )
+        self.models = self._resolve_models()
+        if self.faces == "none":  # fail before any work: whole photos are no face crops
+            for spec in self.models.values():
+                plan_ready_crops(self.ready, spec.crop, bench=self.bench.name)
+        shas = sorted({m.sha256 for m in self.models.values()})
+        self.model_sha = (
+            shas[0] if len(shas) == 1 else hashlib.sha256("".join(shas).encode()).hexdigest()
+        )
+        self.model_label = (
+            config.model.replace("{fold}", "fold")
+            if "{fold}" in config.model
+            else next(iter(self.models.values())).name
+        )
+        key = {
+            "protocol": self.protocol,
+            "split": self.split,
+            "folds": config.folds,
+            "seed": config.seed,
+            "faces": self.faces,
+            "options": dict(config.options),
+            "columns": dict(config.columns),
+        }
+        self.fingerprint = data_fingerprint(self.bench, self.data, config.root, key)
+        self.out = config.out or (
+            config.out_root
+            / "eval"
+            / self.bench.name
+            / f"{self.protocol}-{self.split or 'all'}"
+            / f"{self.model_label}@{self.model_sha[:8]}"
+            / f"{self.faces}-{self.fingerprint[:12]}"
+        )
+
+    def _resolve_models(self) -> dict[str | None, ModelSpec]:
+        """``{fold}`` in the model name: a family with one weights file per fold (k-fold
+        papers); each fold's images go to that fold's model."""
+        if "{fold}" not in self.config.model:
+            return {None: resolve_model(self.config.model, self.config.manifest)}
+        folds = sorted({r.fold for r in self.data.records if r.fold is not None})
+        if not folds:
+            raise AgebenchError(
+                f"model {self.config.model!r} is per fold, "
+                f"but {self.bench.name} records have no folds"
+            )
+        return {fold: resolve_model(self.config.model.replace("{fold}", fold)) for fold in folds}
+
+    # -- running -------------------------------------------------------------------------
+
+    def run(self, progress: ProgressCallback | None = None) -> EvalOutcome:
+        report = progress or (lambda event, amount: None)
+        summary_path = self.out / sink.SUMMARY_FILE
+        previous = sink.read_json(summary_path) if self.config.reuse else None
+        if (
+            previous
+            and previous.get("benchmark", {}).get("fingerprint") == self.fingerprint
+            and previous.get("model", {}).get("sha256") == self.model_sha
+        ):
+            report("total", len(self.data.records))
+            report("advance", len(self.data.records))
+            return EvalOutcome(previous, self.out, reused=True)
+        if not self.config.reuse and self.out.exists():
+            for name in (PARTIAL_FILE, sink.PREDICTIONS_FILE, sink.SUMMARY_FILE):
+                (self.out / name).unlink(missing_ok=True)
+        self.out.mkdir(parents=True, exist_ok=True)
+        done = _read_partial(self.out / PARTIAL_FILE)
+        report("total", len(self.data.records))
+        report("advance", sum(1 for r in self.data.records if _record_key(r) in done))
+        started = time.perf_counter()
+        processed = 0
+        with open(self.out / PARTIAL_FILE, "a", encoding="utf-8") as partial:
+            for fold, spec in self.models.items():
+                todo = [
+                    (i, r)
+                    for i, r in enumerate(self.data.records)
+                    if (fold is None or r.fold == fold) and _record_key(r) not in done
+                ]
+                processed += self._predict(spec, todo, partial, done, report)
+        seconds = time.perf_counter() - started
+        rows = [done[_record_key(r)] for r in self.data.records]
+        sink.write_lines_atomic(self.out / sink.PREDICTIONS_FILE, rows)
+        summary = self._summarise(rows, processed, seconds)
+        sink.write_json_atomic(summary_path, summary, durable=True)
+        write_report(self.out, summary, rows)
+        (self.out / PARTIAL_FILE).unlink(missing_ok=True)
+        return EvalOutcome(summary, self.out, reused=False)
+
+    def _predict(
+        self,
+        spec: ModelSpec,
+        todo: list[tuple[int, Record]],
+        partial: Any,
+        done: dict[str, dict[str, Any]],
+        report: ProgressCallback,
+    ) -> int:
+        if not todo:
+            return 0
+        config = self.config
+        predictor = Predictor(spec, device=config.device)
+        self.provider = predictor.provider
+        workers = config.workers or available_cores()
+        detector = None
+        self.detector_device: str | None = None
+        if self.faces == "detect" or (self.faces == "box" and spec.crop.policy == "align"):
+            self.detector_device = torch_device(config.device)
+            share_cores_with_workers(workers)
+            detector = FaceDetector(device=self.detector_device, min_face_size=config.min_face_size)
+        plan = (
+            plan_ready_crops(self.ready, spec.crop, bench=self.bench.name)
+            if self.faces == "none"
+            else None
+        )
+        self.crop_plan = plan.describe() if plan else None
+        preparer = FacePreparer(
+            spec.crop, predictor.input_size, self.faces, DetectConfig(max_faces=1), detector, plan
+        )
+        root = config.root
+        count = 0
+
+        def prepare(index: int, record: Record) -> PreparedImage:
+            path = root / record.image
+            # the content hash goes into the run's provenance: the exact images it saw
+            sha = _sha256_bytes(path)
+            item = preparer(path, Path(record.image), box=record.box, key=(index, sha))
+            if sha is None and not path.exists():
+                item.status = "missing"
+            return item
+
+        def finish(item: PreparedImage) -> None:
+            nonlocal count
+            index, sha = item.key
+            record = self.data.records[index]
+            row = _row(record, item, sha, spec if len(self.models) > 1 else None)
+            done[_record_key(record)] = row
+            partial.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+            count += 1
+            report("advance", 1)
+
+        batcher = Batcher(predictor, finish, batch_size=config.batch_size)
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agebench-eval")
+        try:
+            for item in ordered_map(
+                pool, prepare, todo, window=max(4 * workers, 2 * config.batch_size)
+            ):
+                batcher.add(item)
+            batcher.flush()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            partial.flush()
+        return count
+
+    # -- scoring -------------------------------------------------------------------------
+
+    def _summarise(
+        self, rows: list[dict[str, Any]], processed: int, seconds: float
+    ) -> dict[str, Any]:
+        config = self.config
+        metrics = {}
+        for target in self.bench.targets:
+            if any(
+                (r["age"] if target == "age" else r["targets"].get(target)) is not None
+                for r in rows
+            ):
+                metrics[target] = compute_metrics(
+                    rows,
+                    target=target,
+                    under_age=config.under_age,
+                    n_boot=config.n_boot,
+                    seed=config.seed,
+                )
+        group_metrics = (
+            compute_group_metrics(rows, self.bench.groups, seed=config.seed)
+            if self.bench.groups
+            else None
+        )
+        statuses = [r["status"] for r in rows]
+        image_hashes = hashlib.sha256()
+        for r in rows:
+            image_hashes.update(f"{r['image']}:{r.get('image_sha256')}".encode())
+        for label in sorted(self.data.label_files):
+            image_hashes.update(f"{label.name}:{_sha256_bytes(label)}".encode())
+        first = next(iter(self.models.values()))
+        return {
+            "schema": SUMMARY_SCHEMA,
+            "benchmark": {
+                "name": self.bench.name,
+                "title": self.bench.title,
+                "version": self.bench.version,
+                "protocol": self.protocol,
+                "split": self.split,
+                "root": str(config.root.resolve()),
+                "fingerprint": self.fingerprint,
+                "files_sha256": image_hashes.hexdigest(),
+                "n_label_files": len(self.data.label_files),
+                "n_images": len({r["image"] for r in rows}),
+                "options": dict(config.options),
+            },
+            "model": {
+                "name": self.model_label,
+                "sha256": self.model_sha,
+                "framework": first.framework,
+                "per_fold": {str(k): m.sha256 for k, m in self.models.items()}
+                if len(self.models) > 1
+                else None,
+            },
+            "faces": {
+                "mode": self.faces,
+                "ready_crop": self.ready.kind if self.faces == "none" else None,
+                "reconciliation": getattr(self, "crop_plan", None),
+            },
+            "execution": {
+                "device": config.device,
+                "onnx_provider": getattr(self, "provider", None),
+                "detector_device": getattr(self, "detector_device", None),
+                "batch_size": config.batch_size,
+                "cores": available_cores(),
+            },
+            "counts": {
+                "records": len(rows),
+                "scored": statuses.count("ok"),
+                "no_face": statuses.count("no_face"),
+                "failed": statuses.count("failed"),
+                "missing": statuses.count("missing"),
+                "label_problems": len(self.data.problems),
+                "processed_this_run": processed,
+            },
+            "metrics": metrics,
+            "group_metrics": group_metrics,
+            "problems": [str(p) for p in self.data.problems[:_MAX_PROBLEMS_IN_SUMMARY]],
+            "timing": {
+                "seconds": round(seconds, 3),
+                "images_per_second": round(processed / seconds, 2)
+                if processed and seconds > 0
+                else None,
+            },
+            "provenance": provenance(),
+        }
+
+
+def _row(
+    record: Record, item: PreparedImage, sha: str | None, spec: ModelSpec | None
+) -> dict[str, Any]:
+    face = item.faces[0] if item.faces else {}
+    pred_group = face.get("age_group")
+    row: dict[str, Any] = {
+        "image": record.image,
+        "source": record.source,
+        "status": item.status,
+        "error": item.error
+        if item.status != "missing"
+        else f"image file not found: {record.image}",
+        "age": record.age,
+        "targets": dict(record.targets),
+        "age_std": record.age_std,
+        "age_group": _group_label(record.age_group),
+        "subject": record.subject,
+        "fold": record.fold,
+        "split": record.split,
+        "attributes": dict(record.attributes),
+        "pred_age": face.get("age") if item.status == "ok" else None,
+        "pred_std": face.get("age_std") if item.status == "ok" else None,
+        "pred_group": _parse_group(pred_group) if isinstance(pred_group, str) else None,
+        "face_box": face.get("box"),
+        "face_score": face.get("score"),
+        "image_sha256": sha,
+    }
+    if spec is not None:
+        row["model"] = {"name": spec.name, "sha256": spec.sha256}
+    return row
+
+
+def _parse_group(label: str) -> list[float] | None:
+    low, sep, high = label.partition("-")
+    try:
+        return [float(low), float(high)] if sep else None
+    except ValueError:
+        return None
+
+
+def _read_partial(path: Path) -> dict[str, dict[str, Any]]:
+    """Rows of an interrupted run; a last line cut short by the interruption is ignored."""
+    done: dict[str, dict[str, Any]] = {}
+    if not path.is_file():
+        return done
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            done[f"{row['image']}|{row['source']}"] = row
+    _truncate_partial_tail(path)
+    return done
+
+
+def _truncate_partial_tail(path: Path) -> None:
+    """Drop an incomplete last line so that appended rows start on a line of their own."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def iter_rows(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            yield json.loads(line)
+
+
+def run_eval(config: EvalConfig, progress: ProgressCallback | None = None) -> EvalOutcome:
+    return EvalRun(config).run(progress)
