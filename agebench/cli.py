@@ -569,4 +569,4 @@ def _print_eval_summary(summary: dict[str, Any], out: Path, reused: bool) -> Non
     )
     for problem in summary["problems"][:5]:
         console.print(f"  [yellow]label problem[/] {problem}", highlight=False)
-    console.print(f"report: {out / 'report.html'}")
+    console.print(f"report: {out / 'report.html'}", soft_wrap=True, highlight=False)
