@@ -133,3 +133,58 @@ def test_photos_need_detection(face_chips: list[Path], tmp_path: Path):
         ],
     )
     assert result.exit_code == 1 and "use --faces detect" in result.output
+
+
+def test_given_boxes_with_several_faces_per_photo(face_chips: list[Path], tmp_path: Path):
+    """LAGENDA-style: one photo, several labelled faces, each scored at its own box."""
+    from PIL import Image
+
+    from tests.fixtures.bench_layouts_b import MIVOLO_HEADER, make_lagenda
+
+    picks = [min(face_chips, key=lambda p: abs(chip_age(p) - age)) for age in (4, 30, 70)]
+    canvas = Image.new("RGB", (1200, 600), (120, 120, 120))
+    rows = []
+    for chip, (x, y, size) in zip(
+        picks, [(50, 150, 240), (450, 100, 300), (860, 180, 260)], strict=True
+    ):
+        canvas.paste(Image.open(chip).convert("RGB").resize((size, size)), (x, y))
+        rows.append(("group.jpg", chip_age(chip), "F", x, y, x + size, y + size, -1, -1, -1, -1))
+    buffer = tmp_path / "group.jpg"
+    canvas.save(buffer, quality=95)
+    root = tmp_path / "lag"
+    make_lagenda(root, rows, header=MIVOLO_HEADER, faces={"group.jpg": buffer})
+    outcome = run_eval(EvalConfig(bench="lagenda", root=root, out_root=tmp_path / "r", n_boot=200))
+    rows_out = _rows(outcome.out)
+    assert len(rows_out) == 3 and all(r["status"] == "ok" for r in rows_out)
+    assert outcome.summary["faces"]["mode"] == "box"
+    # each labelled face got the detection inside its own box, and ages keep their order
+    for row, (_, _, _, x1, y1, x2, y2, *_rest) in zip(rows_out, rows, strict=True):
+        bx1, by1, bx2, by2 = row["face_box"]
+        assert x1 <= (bx1 + bx2) / 2 <= x2 and y1 <= (by1 + by2) / 2 <= y2
+    preds = [r["pred_age"] for r in rows_out]
+    assert preds[0] < preds[1] < preds[2]
+
+
+def test_interrupted_eval_resumes(face_chips: list[Path], tmp_path: Path):
+    root = _utkface_tree(face_chips[:12], tmp_path / "utk")
+    config = EvalConfig(
+        bench="utkface", root=root, out_root=tmp_path / "r", n_boot=200, batch_size=4, workers=1
+    )
+    advanced = 0
+
+    def stop_after_six(event: str, amount: int) -> None:
+        nonlocal advanced
+        if event == "advance":
+            advanced += amount
+            if advanced >= 6:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(config, progress=stop_after_six)
+    resumed = run_eval(config)
+    assert not resumed.reused
+    assert 0 < resumed.summary["counts"]["processed_this_run"] < 12
+    assert not (resumed.out / "predictions.partial.jsonl").exists()
+    fresh = run_eval(EvalConfig(bench="utkface", root=root, out=tmp_path / "fresh", n_boot=200))
+    for a, b in zip(_rows(resumed.out), _rows(fresh.out), strict=True):
+        assert a["image"] == b["image"] and a["pred_age"] == pytest.approx(b["pred_age"], abs=1e-3)
