@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +228,7 @@ class EvalRun:
         done = _read_partial(self.out / PARTIAL_FILE)
         report("total", len(self.data.records))
         report("advance", sum(1 for r in self.data.records if _record_key(r) in done))
+        self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         started = time.perf_counter()
         processed = 0
         with open(self.out / PARTIAL_FILE, "a", encoding="utf-8") as partial:
@@ -389,6 +391,7 @@ class EvalRun:
             "group_metrics": group_metrics,
             "problems": [str(p) for p in self.data.problems[:_MAX_PROBLEMS_IN_SUMMARY]],
             "timing": {
+                "started": self.started_at,
                 "seconds": round(seconds, 3),
                 "images_per_second": round(processed / seconds, 2)
                 if processed and seconds > 0
