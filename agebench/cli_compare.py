@@ -1,0 +1,350 @@
+"""``agebench compare``: parse, call ``agebench.compare.run_compare``, print the ranking.
+
+The command registers itself on ``agebench.cli.main`` whichever module is imported first:
+``agebench/cli.py`` may end with ``from agebench.cli_compare import compare``, and importing
+this module alone (tests) imports ``agebench.cli`` at its end and adds the command there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from rich import box
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+#: the pairs printed on the terminal; the report has them all
+MAX_PAIRS_PRINTED = 10
+
+
+@click.command("compare")
+@click.argument("models_or_runs", nargs=-1, required=True)
+@click.option("--bench", "-b", default=None, help="Benchmark to run MODELS on.")
+@click.option("--root", type=click.Path(path_type=Path), default=None, help="Its folder.")
+@click.option("--split", default=None, help="Split to score (default: the benchmark's).")
+@click.option("--protocol", default=None, help="Protocol (default: the benchmark's first).")
+@click.option(
+    "--labels",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Label file (csv, morph, mivolo-csv, facebase).",
+)
+@click.option(
+    "--column",
+    "columns",
+    multiple=True,
+    metavar="ROLE=NAME",
+    help="csv: which column holds a role (path, age, subject, fold, split, std...).",
+)
+@click.option(
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Benchmark-specific option (see 'agebench benches info NAME').",
+)
+@click.option(
+    "--faces",
+    type=click.Choice(["none", "detect", "box"]),
+    default=None,
+    help="none: images are face crops; detect: find faces; box: use the given boxes "
+    "(default: the benchmark's). The same for every model.",
+)
+@click.option(
+    "--folds",
+    type=click.IntRange(min=2),
+    default=5,
+    show_default=True,
+    help="k for subject-disjoint k-fold protocols.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed for folds and bootstraps."
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@click.option("--workers", type=click.IntRange(min=1), default=None)
+@click.option(
+    "--out-root",
+    type=click.Path(path_type=Path),
+    default=Path("reports"),
+    show_default=True,
+    help="Evals go to OUT_ROOT/eval/..., the comparison to OUT_ROOT/compare-<id>/.",
+)
+@click.option(
+    "--bootstrap",
+    "n_boot",
+    type=click.IntRange(min=100),
+    default=2000,
+    show_default=True,
+    help="Bootstrap resamples (the MAE CIs and the paired MAE-difference CIs).",
+)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(min=0.0, max=1.0, min_open=True, max_open=True),
+    default=0.05,
+    show_default=True,
+    help="Significance level of the Holm-corrected pairwise tests.",
+)
+@click.option(
+    "--target",
+    default=None,
+    help="Target to compare (default: the benchmark's headline, e.g. age).",
+)
+def compare(**kwargs: Any) -> None:
+    """Compare models (run on one benchmark) or finished eval runs, record by record.
+
+    MODELS_OR_RUNS are model names or manifests (run with --bench and --root, reusing any
+    finished eval of the same model on the same data) or finished eval run folders (holding
+    summary.json and predictions.jsonl), in any mix. Writes OUT_ROOT/compare-<id>/ with
+    comparison.json, report.md and report.html.
+    """
+    from agebench.cli import friendly_errors
+
+    friendly_errors(_compare)(**kwargs)
+
+
+def _compare(
+    models_or_runs: tuple[str, ...],
+    bench: str | None,
+    root: Path | None,
+    split: str | None,
+    protocol: str | None,
+    labels: Path | None,
+    columns: tuple[str, ...],
+    options: tuple[str, ...],
+    faces: str | None,
+    folds: int,
+    seed: int,
+    batch_size: int,
+    device: str,
+    workers: int | None,
+    out_root: Path,
+    n_boot: int,
+    alpha: float,
+    target: str | None,
+) -> None:
+    from agebench.cli import _parse_pairs, console
+    from agebench.compare import run_compare
+
+    eval_kwargs = {
+        "bench": bench,
+        "root": root,
+        "split": split,
+        "protocol": protocol,
+        "labels": labels,
+        "columns": _parse_pairs(columns, "--column"),
+        "options": _parse_pairs(options, "--option"),
+        "folds": folds,
+        "seed": seed,
+        "faces": faces,
+        "batch_size": batch_size,
+        "device": device,
+        "workers": workers,
+        "out_root": out_root,
+        "n_boot": n_boot,
+    }
+    bars = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("images"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+    tasks: dict[str, Any] = {}
+
+    def on_progress(item: str, event: str, amount: int) -> None:
+        if item not in tasks:
+            tasks[item] = bars.add_task(f"eval {item}", total=None)
+        if event == "total":
+            bars.update(tasks[item], total=amount)
+        else:
+            bars.advance(tasks[item], amount)
+
+    with bars:
+        outcome = run_compare(
+            list(models_or_runs),
+            eval_kwargs if bench or root else None,
+            out_root,
+            on_progress,
+            n_boot=n_boot,
+            seed=seed,
+            alpha=alpha,
+            target=target,
+        )
+    comparison = outcome.comparison
+    for run, reused in zip(comparison["runs"], outcome.reused, strict=True):
+        how = "read" if reused is None else ("reused" if reused else "evaluated")
+        console.print(f"{how}: {run['label']}  {run['path']}", highlight=False, soft_wrap=True)
+    console.print(ranking_table(comparison))
+    console.print(models_table(comparison))
+    if len(comparison["pairs"]) <= MAX_PAIRS_PRINTED:
+        console.print(pairs_table(comparison))
+    inter = comparison["intersection"]
+    console.print(
+        f"headline over the {inter['n_scored_by_all']} of {inter['n_label_rows']} label rows "
+        f"scored by every model; {inter['n_failed_records']} record(s) failed by at least one "
+        "model (listed in the report)",
+        highlight=False,
+    )
+    console.print(f"report: {outcome.out / 'report.html'}", soft_wrap=True, highlight=False)
+
+
+# --- terminal tables -----------------------------------------------------------------------------
+
+
+def _fmt(value: Any, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _best(values: list[float | None], lower: bool) -> set[int]:
+    """Indexes of the best value (all of them on a tie); none when nothing is known."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return set()
+    best = min(known) if lower else max(known)
+    return {i for i, v in enumerate(values) if v is not None and v == best}
+
+
+#: (header, value per row, format, better: "low" | "high" | "abs-low" | None)
+Column = tuple[str, list[Any], str, str | None]
+
+
+def _marked_table(title: str, keys: list[tuple[str, list[str]]], columns: list[Column]) -> Table:
+    """``keys`` (left, as given) then ``columns``, the best value of each in bold green (every
+    one of them on a tie)."""
+    table = Table(box=box.SIMPLE_HEAD, title=title)
+    for header, _ in keys:
+        if header == "rank":
+            table.add_column(header, justify="right", no_wrap=True)
+        else:
+            table.add_column(header, overflow="fold")
+    for header, *_ in columns:
+        table.add_column(header, justify="right", no_wrap=True)
+    winners: list[set[int]] = []
+    for _, values, _, better in columns:
+        if better is None:
+            winners.append(set())
+        elif better == "abs-low":
+            winners.append(_best([None if v is None else abs(v) for v in values], True))
+        else:
+            winners.append(_best(values, better == "low"))
+    for i in range(len(keys[0][1])):
+        cells = []
+        for (_, values, spec, _), best in zip(columns, winners, strict=True):
+            value = values[i]
+            if spec == "ci":
+                text = f"{_fmt(value[0])}-{_fmt(value[1])}" if value else "-"
+            elif spec == "text":
+                text = "-" if value is None else str(value)
+            else:
+                text = _fmt(value, spec)
+            cells.append(f"[bold green]{escape(text)}[/]" if i in best else escape(text))
+        table.add_row(*(escape(values[i]) for _, values in keys), *cells)
+    return table
+
+
+def ranking_table(comparison: dict[str, Any]) -> Table:
+    """The ranking by MAE on the images every model scored, one model a row."""
+    models = {m["label"]: m for m in comparison["models"]}
+    order = comparison["ranking"]["order"]
+    rows = [models[entry["model"]] for entry in order]
+    bench = comparison["benchmark"]
+    inter = comparison["intersection"]
+    keys = [
+        ("rank", [str(e["rank"]) for e in order]),
+        ("model", [e["model"] for e in order]),
+        ("group", [e.get("groups") or "" for e in order]),
+    ]
+    columns: list[Column] = [
+        ("MAE", [m["mae"] for m in rows], ".2f", "low"),
+        ("95% CI", [m["mae_ci"] for m in rows], "ci", None),
+        ("CS@5", [m["metrics"].get("cs5") for m in rows], ".3f", "high"),
+        ("bias", [m["metrics"].get("bias") for m in rows], "+.2f", "abs-low"),
+    ]
+    if any(m.get("epsilon_error") is not None for m in rows):
+        columns.append(("epsilon", [m.get("epsilon_error") for m in rows], ".3f", "low"))
+    title = (
+        f"agebench compare: {bench['name']} ({bench['protocol']}, {bench['split'] or 'all'}), "
+        f"{comparison['target']}, on the {inter['n_scored_by_all']} images every model scored"
+    )
+    table = _marked_table(title, keys, columns)
+    table.caption = (
+        f"same group letter: not distinguishable at alpha {comparison['ranking']['alpha']:g} "
+        "(Wilcoxon on |error|, Holm-corrected); best in bold green"
+    )
+    return table
+
+
+def models_table(comparison: dict[str, Any]) -> Table:
+    """Each model's own full set, failures, speed and size, in ranking order."""
+    models = {m["label"]: m for m in comparison["models"]}
+    rows = [models[entry["model"]] for entry in comparison["ranking"]["order"]]
+    provider = [
+        str(m["throughput"].get("onnx_provider") or m["throughput"].get("device") or "-")
+        for m in rows
+    ]
+    size = [None if m["model_size_bytes"] is None else m["model_size_bytes"] / 1e6 for m in rows]
+    columns: list[Column] = [
+        ("all MAE", [m["full_set"].get("mae") for m in rows], ".2f", "low"),
+        ("coverage", [m["full_set"].get("coverage") for m in rows], ".1%", "high"),
+        ("failed", [m["failures"]["records"] for m in rows], "d", "low"),
+        ("images/s", [m["throughput"].get("images_per_second") for m in rows], ".1f", "high"),
+        ("on", [p.removesuffix("ExecutionProvider") for p in provider], "text", None),
+        ("MB", size, ".1f", "low"),
+    ]
+    table = _marked_table(
+        "each model on its own full set", [("model", [m["label"] for m in rows])], columns
+    )
+    table.caption = "failed: records with no face, a failure, a missing image or no prediction"
+    return table
+
+
+def pairs_table(comparison: dict[str, Any]) -> Table:
+    """Each pair on the images every model scored: MAE difference, CI, Holm p, who is closer."""
+    table = Table(box=box.SIMPLE_HEAD, title="pairs (A - B, on the same images)")
+    for column in ("A", "B"):
+        table.add_column(column, overflow="fold")
+    for column in ("MAE A-B", "95% CI", "Holm p", "closer: A / B / tie"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for p in comparison["pairs"]:
+        ci = p.get("mae_diff_ci") or [None, None]
+        closer = p["closer"]
+        p_holm = p["wilcoxon"].get("p_holm")
+        shares = [closer.get(k) for k in ("share_a_closer", "share_b_closer", "share_ties")]
+        table.add_row(
+            escape(p["a"]),
+            escape(p["b"]),
+            _fmt(p.get("mae_diff"), "+.2f"),
+            f"[{_fmt(ci[0], '+.2f')}, {_fmt(ci[1], '+.2f')}]",
+            ("<0.0001" if p_holm is not None and p_holm < 1e-4 else _fmt(p_holm, ".4f"))
+            + ("*" if p.get("significant") else ""),
+            " / ".join(_fmt(v, ".0%") for v in shares),
+        )
+    table.caption = "* significant after Holm correction"
+    return table
+
+
+def _register() -> None:
+    """Add ``compare`` to the ``agebench`` group (once)."""
+    from agebench import cli
+
+    if "compare" not in cli.main.commands:
+        cli.main.add_command(compare)
+
+
+_register()
