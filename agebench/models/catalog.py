@@ -35,13 +35,20 @@ def agebench_home() -> Path:
     return Path(env).expanduser() if env else bundled_weights_dir().parent
 
 
+#: the models that ship inside agebench (committed in weights/); everything else in that folder
+#: was pulled, converted or quantized into the checkout's own home
+EMBEDDED_MANIFESTS = ("dlib-age-v1.toml",)
+
+
 def weights_dirs() -> list[Path]:
-    dirs = [agebench_home() / "weights", bundled_weights_dir()]
-    unique: list[Path] = []
-    for d in dirs:
-        if d.resolve() not in [u.resolve() for u in unique]:
-            unique.append(d)
-    return unique
+    """``$AGEBENCH_HOME/weights``, then the checkout's ``weights/`` when that is another folder.
+
+    From another folder only the embedded models are taken: what was pulled into the checkout
+    belongs to the checkout's home, not to the one ``AGEBENCH_HOME`` chose.
+    """
+    home = agebench_home() / "weights"
+    bundled = bundled_weights_dir()
+    return [home] if home.resolve() == bundled.resolve() else [home, bundled]
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,19 @@ class CatalogEntry:
     origin: str
     spec: ModelSpec | None
     error: str | None
+    #: a model ``agebench models pull NAME`` can fetch, not pulled yet (``spec`` is None)
+    pullable: bool = False
+
+
+def pullable_names() -> list[str]:
+    """Models with a pull recipe (``agebench/models/pull.py``), pulled or not."""
+    from agebench.models.pull import RECIPES
+
+    return sorted(RECIPES)
+
+
+def not_pulled_message(name: str) -> str:
+    return f"model {name!r} is not pulled yet: run agebench models pull {name}"
 
 
 class ModelCatalog:
@@ -60,26 +80,57 @@ class ModelCatalog:
     ) -> None:
         self._registry: Registry[ModelSpec | Callable[[], object] | str | Path] = Registry("model")
         self._broken: dict[str, str] = {}
-        for directory in dirs if dirs is not None else weights_dirs():
-            self._scan(directory)
+        self._dir_of: dict[str, Path] = {}
+        #: manifests hidden by a same-named model in an earlier weights folder
+        self.shadowed: dict[str, Path] = {}
+        if dirs is not None:
+            for directory in dirs:
+                self._scan(directory)
+        else:
+            home, *others = weights_dirs()
+            self._scan(home)
+            for directory in others:  # the checkout's folder, seen from another home
+                self._scan(directory, only=EMBEDDED_MANIFESTS)
         if entry_point_group:
             self._registry.load_entry_points(entry_point_group)
 
-    def _scan(self, directory: Path) -> None:
+    def _scan(self, directory: Path, only: tuple[str, ...] | None = None) -> None:
         if not directory.is_dir():
             return
         for path in sorted(directory.glob("*.toml")):
+            if only is not None and path.name not in only:
+                continue
             try:
                 spec = load_manifest(path)
             except ManifestError as error:
                 # keep the others usable; the broken one reports itself when listed or used
+                if self._shadowed_by_earlier_dir(path.stem, directory, path):
+                    continue
                 self._broken[path.stem] = str(error)
                 self._registry.register(path.stem, path, origin=str(path))
+                self._dir_of[path.stem] = directory
+                continue
+            if self._shadowed_by_earlier_dir(spec.name, directory, path):
                 continue
             self._registry.register(spec.name, spec, origin=str(path))
+            self._dir_of[spec.name] = directory
+
+    def _shadowed_by_earlier_dir(self, name: str, directory: Path, path: Path) -> bool:
+        """``$AGEBENCH_HOME/weights`` comes before the checkout's: a model there hides one of
+        the same name further down the path. Two manifests of one name in the same folder are
+        still refused (by the registry)."""
+        earlier = self._dir_of.get(name)
+        if earlier is None or earlier == directory:
+            return False
+        self.shadowed[name] = path
+        return True
 
     def names(self) -> list[str]:
         return self._registry.names()
+
+    def origin(self, name: str) -> str:
+        """Where a registered model comes from (its manifest path, or the entry point)."""
+        return self._registry.origin(name)
 
     def get(self, name: str) -> ModelSpec:
         if name in self._broken:
@@ -87,6 +138,8 @@ class ModelCatalog:
         try:
             target = self._registry.get(name)
         except RegistryError as error:
+            if name in pullable_names():
+                raise ModelNotFoundError(not_pulled_message(name)) from None
             raise ModelNotFoundError(str(error)) from None
         spec = _as_spec(target, origin=self._registry.origin(name))
         if spec.name != name:
@@ -104,6 +157,11 @@ class ModelCatalog:
                 rows.append(CatalogEntry(name, origin, self.get(name), None))
             except AgebenchError as error:
                 rows.append(CatalogEntry(name, origin, None, str(error)))
+        registered = set(self.names())
+        for name in pullable_names():
+            if name not in registered:
+                message = f"not pulled (agebench models pull {name})"
+                rows.append(CatalogEntry(name, "pull recipe", None, message, pullable=True))
         return rows
 
 

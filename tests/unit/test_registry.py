@@ -56,13 +56,12 @@ def test_broken_manifest_does_not_hide_the_others(tmp_path: Path):
 
 
 def test_duplicate_model_names_are_refused(tmp_path: Path):
-    a, b = tmp_path / "a", tmp_path / "b"
-    a.mkdir()
-    b.mkdir()
-    write_manifest(a, name="same")
-    write_manifest(b, name="same")
+    """Two manifests of one name in one folder: which one is meant cannot be known."""
+    write_manifest(tmp_path, name="same")
+    copy = tmp_path / "same-copy.toml"
+    copy.write_text((tmp_path / "same.toml").read_text())
     with pytest.raises(RegistryError, match="already registered"):
-        ModelCatalog([a, b], entry_point_group=None)
+        ModelCatalog([tmp_path], entry_point_group=None)
 
 
 def test_default_model_is_registered():
@@ -131,4 +130,16 @@ def test_models_list_shows_plugin_through_the_cli(tmp_path: Path):
         check=True,
     ).stdout
     assert "plugged" in out and "dlib-age-v1" in out
-    assert "weights server unreachable" in out
+    assert "server unreachable" in out
+
+
+def test_earlier_weights_folder_shadows_a_later_one(tmp_path: Path):
+    """$AGEBENCH_HOME/weights comes first: the same model pulled there hides the checkout's."""
+    home, bundled = tmp_path / "home", tmp_path / "bundled"
+    home.mkdir()
+    bundled.mkdir()
+    write_manifest(home, name="same", onnx_file="home.onnx")
+    write_manifest(bundled, name="same", onnx_file="bundled.onnx")
+    catalog = ModelCatalog([home, bundled], entry_point_group=None)
+    assert catalog.get("same").file.name == "home.onnx"
+    assert catalog.shadowed["same"].parent == bundled
