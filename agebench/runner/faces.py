@@ -22,6 +22,8 @@ FacesMode = Literal["detect", "none", "box"]
 Box = tuple[float, float, float, float]
 #: a detection must overlap a given box this much to be taken as that box's face
 _MIN_IOU = 0.3
+#: reduced-size JPEG decoding stops at this multiple of the pixels the crop needs
+_DRAFT_HEADROOM = 2.0
 
 
 @dataclass
@@ -106,10 +108,15 @@ class FacePreparer:
         return item
 
     def _draft_size(self) -> tuple[int, int] | None:
-        """A ready crop is only ever shrunk to the model size: let libjpeg decode it smaller."""
+        """A ready crop is only ever shrunk to the model size: let libjpeg decode it smaller,
+        but never below twice that size, so the area filter still has pixels to average.
+
+        Decoding straight to ~1x cost accuracy: on the 48 shared chips (200 px, a 64 px
+        model) the 1/2-scale DCT decode moved WRN-16-8's MAE from 8.39 to 8.56.
+        """
         if self.mode != "none" or self.ready is None:
             return None
-        scale = self.ready.decode_scale()
+        scale = _DRAFT_HEADROOM * self.ready.decode_scale()
         return (math.ceil(self.size[1] * scale), math.ceil(self.size[0] * scale))
 
     def _cut_ready(self, image: DecodedImage, item: PreparedImage) -> None:
