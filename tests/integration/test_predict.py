@@ -19,7 +19,7 @@ from tests.fixtures.bad_images import EXPECTED_DECODE_FAILURES, write_bad_inputs
 
 pytestmark = pytest.mark.slow
 
-#: dlib-age-v1 on the 48 shared chips measured 7.37 (detect + align) and 7.40 (--faces none);
+#: dlib-age-v1 on the 48 shared chips measured 7.37 (detect + align) and 7.31 (--faces none);
 #: 4 of the 48 are older than 80, the model's last bin, and cost ~25 years each. 8.5 leaves
 #: room for platform float noise and catches a broken pipeline: landmarks from unpadded tight
 #: chips gave 13.8, and a swapped colour order or wrong normalisation lands far above.
