@@ -21,8 +21,6 @@ from typing import Any
 from agebench.compare import COMPARISON_FILE, paired_rows
 from agebench.metrics import true_value
 from agebench.report.render import (
-    _CSP,
-    _CSS,
     _VECTOR_POINTS,
     DASH,
     REPORT_HTML,
@@ -35,6 +33,7 @@ from agebench.report.render import (
     _pct,
     _svg,
     _text,
+    html_page,
 )
 from agebench.runner.sink import write_text_atomic
 
@@ -633,14 +632,7 @@ def render_compare_html(
                     index += 1
                 body.append('<div class="plots">' + "".join(figures) + "</div>")
         body.append("</section>")
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{esc(title)}</title><style>{_CSS}</style></head>\n<body>\n"
-        + "\n".join(body)
-        + "\n</body></html>\n"
-    )
+    return html_page(title, body)
 
 
 def write_compare_report(

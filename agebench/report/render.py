@@ -497,11 +497,16 @@ def render_html(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -
             plot_index += len(plots)
             body.append(_html_plots(plots))
         body.append("</section>")
+    return html_page(title, body)
+
+
+def html_page(title: str, body: list[str]) -> str:
+    """The one page shell of every report: no network (CSP), inline style only."""
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{esc(title)}</title><style>{_CSS}</style></head>\n<body>\n"
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n<body>\n"
         + "\n".join(body)
         + "\n</body></html>\n"
     )
