@@ -51,6 +51,33 @@ def friendly_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def execution_options(fn: F) -> F:
+    """--backend, --precision and --tuning: how the graph runs (summaries record the choice)."""
+    fn = click.option(
+        "--tuning",
+        type=click.Choice(["auto", "manifest", "retune"]),
+        default="auto",
+        show_default=True,
+        help="onnxruntime settings: the fastest measured on this machine (cached), the "
+        "manifest's, or measure again.",
+    )(fn)
+    fn = click.option(
+        "--precision",
+        type=click.Choice(["auto", "fp32", "fp16"]),
+        default="auto",
+        show_default=True,
+        help="torch on CUDA: fp16 (auto: when the model's fp16 variant passed its gate).",
+    )(fn)
+    return click.option(
+        "--backend",
+        type=click.Choice(["auto", "onnxruntime", "torch"]),
+        default="auto",
+        show_default=True,
+        help="What runs the graph (auto: onnxruntime-gpu, else torch on CUDA, else "
+        "onnxruntime on CPU).",
+    )(fn)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="agebench")
 def main() -> None:
@@ -126,6 +153,7 @@ def main() -> None:
     default=None,
     help="Decode/detect threads (default: cores).",
 )
+@execution_options
 @friendly_errors
 def predict(
     input: Path,
@@ -142,6 +170,9 @@ def predict(
     crop_margin: float,
     save_raw: bool,
     workers: int | None,
+    backend: str,
+    precision: str,
+    tuning: str,
 ) -> None:
     """Estimate the age of every face in the images under INPUT."""
     from agebench.benchmarks.spec import ReadyCrop
@@ -162,6 +193,9 @@ def predict(
         resume=resume,
         save_raw=save_raw,
         workers=workers,
+        backend=backend,  # type: ignore[arg-type]
+        precision=precision,
+        tuning=tuning,  # type: ignore[arg-type]
         ready_crop=ReadyCrop(kind="margin", margin=crop_margin)
         if crop_margin
         else ReadyCrop("tight"),
@@ -488,6 +522,7 @@ def _parse_pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
     show_default=True,
     help="Reuse a finished or interrupted run of the same model on the same data.",
 )
+@execution_options
 @friendly_errors
 def eval_command(
     bench: str,
@@ -510,6 +545,9 @@ def eval_command(
     under_age: float,
     n_boot: int,
     reuse: bool,
+    backend: str,
+    precision: str,
+    tuning: str,
 ) -> None:
     """Score a model on a benchmark laid out as its authors publish it."""
     from agebench.models.catalog import DEFAULT_MODEL
@@ -536,6 +574,9 @@ def eval_command(
         under_age=under_age,
         n_boot=n_boot,
         reuse=reuse,
+        backend=backend,  # type: ignore[arg-type]
+        precision=precision,
+        tuning=tuning,  # type: ignore[arg-type]
     )
     run = EvalRun(config)
     with _progress_bar("eval") as (bar, task):
@@ -908,4 +949,5 @@ def models_quantize(
     _print_build(result)
 
 
+import agebench.cli_bench  # noqa: E402, F401 - registers the command
 from agebench.cli_compare import compare  # noqa: E402, F401 - registers the command

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from agebench.benchmarks.spec import ReadyCrop
 from agebench.models.catalog import DEFAULT_MODEL
-from agebench.models.predictor import Device
+from agebench.models.predictor import Backend, Device, Tuning
 
 FacesMode = Literal["detect", "none", "box"]
 
@@ -37,6 +37,11 @@ class PredictConfig:
     resume: bool = True
     save_raw: bool = False
     workers: int | None = None
+    #: onnxruntime settings: measured fastest on this machine (auto), or the manifest's
+    tuning: Tuning = "auto"
+    backend: Backend = "auto"
+    #: torch on CUDA runs fp16 when "auto" and the model's fp16 variant passed its gate
+    precision: str = "auto"
     #: what a ready crop is under --faces none (tight by default; APPA-style crops carry margin)
     ready_crop: ReadyCrop = field(default_factory=lambda: ReadyCrop(kind="tight"))
 
@@ -49,4 +54,5 @@ class PredictConfig:
             "recursive": self.recursive,
             "save_raw": self.save_raw,
             "ready_crop": asdict(self.ready_crop) if self.faces == "none" else None,
+            "precision": self.precision,
         }

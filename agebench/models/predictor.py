@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -17,15 +17,12 @@ from agebench.errors import AgebenchError, ManifestError
 from agebench.models.decoders import Decoder, build_decoder
 from agebench.models.hashing import verify_sha256
 from agebench.models.manifest import ModelSpec
+from agebench.models.ort_engine import GPU_PROVIDERS, OrtEngine, SessionSettings
+from agebench.models.tuning import cached_settings, tune
 
 Device = Literal["auto", "cpu", "cuda"]
-_OPT_LEVELS = {
-    "disable": "ORT_DISABLE_ALL",
-    "basic": "ORT_ENABLE_BASIC",
-    "extended": "ORT_ENABLE_EXTENDED",
-    "all": "ORT_ENABLE_ALL",
-}
-_GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+Backend = Literal["auto", "onnxruntime", "torch"]
+Tuning = Literal["manifest", "auto", "retune"]
 
 
 def available_cores() -> int:
@@ -37,7 +34,7 @@ def available_cores() -> int:
 
 def choose_providers(device: Device, available: list[str]) -> list[str]:
     """The onnxruntime providers for ``--device``, fastest first; CPU always last."""
-    gpu = [p for p in _GPU_PROVIDERS if p in available]
+    gpu = [p for p in GPU_PROVIDERS if p in available]
     if device == "cpu":
         return ["CPUExecutionProvider"]
     if device == "cuda" and not gpu:
@@ -46,6 +43,42 @@ def choose_providers(device: Device, available: list[str]) -> list[str]:
             f"(available: {', '.join(available)}); install onnxruntime-gpu or use --device cpu"
         )
     return [*gpu, "CPUExecutionProvider"]
+
+
+def torch_cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def choose_backend(
+    device: Device, backend: Backend, ort_available: list[str], torch_cuda: bool
+) -> tuple[str, list[str]]:
+    """The one place that decides what runs the graph: ``(backend, ort providers)``.
+
+    Fastest first: onnxruntime's TensorRT/CUDA providers (IO binding), then the same graph in
+    torch on CUDA (many GPU machines have CUDA torch but no onnxruntime-gpu), then
+    onnxruntime on the CPU.
+    """
+    ort_gpu = any(p in ort_available for p in GPU_PROVIDERS)
+    if backend == "torch":
+        if device == "cuda" and not torch_cuda:
+            raise AgebenchError("--device cuda --backend torch: torch sees no CUDA GPU")
+        return "torch", []
+    if backend == "onnxruntime" or device == "cpu":
+        return "onnxruntime", choose_providers(device, ort_available)
+    if ort_gpu:
+        return "onnxruntime", choose_providers(device, ort_available)
+    if torch_cuda:
+        return "torch", []
+    if device == "cuda":
+        raise AgebenchError(
+            "--device cuda: this onnxruntime has no CUDA provider and torch sees no CUDA GPU "
+            f"(onnxruntime providers: {', '.join(ort_available)}); use --device cpu"
+        )
+    return "onnxruntime", ["CPUExecutionProvider"]
 
 
 @dataclass
@@ -57,7 +90,13 @@ class BatchPrediction:
 
 
 class Predictor:
-    """An onnxruntime session plus the manifest's preprocessing and decoders."""
+    """An execution engine for the graph plus the manifest's preprocessing and decoders.
+
+    ``tuning``: ``manifest`` builds the session as the manifest says (reproducible, the
+    default for library use and gates); ``auto`` uses the settings measured fastest for this
+    model on this machine (cached, measured once if missing: see ``agebench.models.tuning``);
+    ``retune`` measures again. The runners use ``auto``.
+    """
 
     def __init__(
         self,
@@ -66,6 +105,9 @@ class Predictor:
         device: Device = "auto",
         threads: int | None = None,
         verify: bool = True,
+        tuning: Tuning = "manifest",
+        backend: Backend = "auto",
+        precision: str = "auto",
     ) -> None:
         import onnxruntime as ort
 
@@ -73,39 +115,80 @@ class Predictor:
             raise AgebenchError(f"model {spec.name!r}: weights file {spec.file} is missing")
         self.spec = spec
         self.sha256 = verify_sha256(spec.file, spec.sha256) if verify else spec.sha256
-        options = ort.SessionOptions()
-        options.graph_optimization_level = getattr(
-            ort.GraphOptimizationLevel, _OPT_LEVELS[spec.runtime.graph_optimization]
+        kind, providers = choose_backend(
+            device, backend, ort.get_available_providers(), torch_cuda_available()
         )
-        options.intra_op_num_threads = threads or available_cores()
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        providers = choose_providers(device, ort.get_available_providers())
-        try:
-            self.session = ort.InferenceSession(str(spec.file), options, providers=providers)
-        except Exception as error:  # onnxruntime raises its own untyped errors
-            first = (
-                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        self.tuning_measured: dict[str, float] | None = None
+        if kind == "torch":
+            from agebench.models.torch_engine import TorchEngine
+
+            self.engine: Any = TorchEngine(
+                spec, device="cpu" if device == "cpu" else "cuda" if device == "cuda" else None,
+                precision=precision,
             )
-            raise AgebenchError(
-                f"model {spec.name!r}: {spec.file} is not a loadable ONNX graph: {first}"
-            ) from None
-        self.provider = self.session.get_providers()[0]
+        else:
+            cores = threads or available_cores()
+            settings = self._settings(spec, providers, cores, tuning)
+            self.engine = OrtEngine(
+                spec.file, providers=providers, settings=settings, model_name=spec.name
+            )
+        self.provider: str = self.engine.provider
+        self.lanes: int = self.engine.lanes
         self.input_name = self._check_input()
         self.output_names, self.decoders = self._check_heads()
         self._mean = np.asarray(spec.input.mean, dtype=np.float32)
         self._inv_std = (1.0 / np.asarray(spec.input.std, dtype=np.float64)).astype(np.float32)
 
+    def _settings(
+        self, spec: ModelSpec, providers: list[str], cores: int, tuning: Tuning
+    ) -> SessionSettings:
+        # one caller, all cores in the call: what a library user or a gate gets
+        manifest = SessionSettings(spec.runtime.graph_optimization, cores, 1, "manifest")
+        if tuning == "manifest" or providers[0] != "CPUExecutionProvider":
+            return manifest
+        if tuning == "auto" and (cached := cached_settings(self.sha256, cores)) is not None:
+            return cached
+        inp = spec.input
+        shape = (
+            (inp.channels, inp.height, inp.width)
+            if inp.layout == "NCHW"
+            else (inp.height, inp.width, inp.channels)
+        )
+        probe = OrtEngine(
+            spec.file, providers=providers, settings=manifest, model_name=spec.name
+        )
+        name = inp.name or probe.input_names[0]
+        settings, self.tuning_measured = tune(
+            spec.file,
+            input_name=name,
+            input_shape=shape,
+            outputs=probe.output_names,
+            manifest_level=spec.runtime.graph_optimization,
+            cores=cores,
+            model_name=spec.name,
+            sha256=self.sha256,
+        )
+        return settings
+
+    @property
+    def session(self) -> Any:
+        """The onnxruntime session (gates and tools read it directly)."""
+        return self.engine.session
+
+    @property
+    def execution(self) -> dict[str, Any]:
+        """What ran the graph, for summaries: provider, settings and their source."""
+        return {"provider": self.provider, **self.engine.describe()}
+
     def _check_input(self) -> str:
-        inputs = self.session.get_inputs()
         spec = self.spec.input
-        names = [i.name for i in inputs]
+        names = self.engine.input_names
         name = spec.name or names[0]
         if name not in names:
             raise ManifestError(
                 f"model {self.spec.name!r}: graph has no input {name!r} (has {names})"
             )
-        shape = next(i.shape for i in inputs if i.name == name)
+        shape = self.engine.input_shape(name)
         expected = (
             [spec.channels, spec.height, spec.width]
             if spec.layout == "NCHW"
@@ -122,7 +205,7 @@ class Predictor:
         return name
 
     def _check_heads(self) -> tuple[list[str], list[Decoder]]:
-        graph_outputs = [o.name for o in self.session.get_outputs()]
+        graph_outputs = self.engine.output_names
         names, decoders = [], []
         for index, head in enumerate(self.spec.heads):
             output = head.output or graph_outputs[min(index, len(graph_outputs) - 1)]
@@ -168,14 +251,27 @@ class Predictor:
             x = x.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(x)
 
-    def run(self, tensor: np.ndarray) -> list[np.ndarray]:
+    def prepare_input(self, faces: np.ndarray) -> Any:
+        """What the engine takes for these crops: the normalised numpy tensor, or for an engine
+        that normalises on its device (torch on CUDA) the crops uploaded as they are.
+
+        Thread-safe, so decode workers call it and the inference lanes only run the graph.
+        """
+        device_side = getattr(self.engine, "prepare_input", None)
+        return device_side(faces, self) if device_side else self.preprocess(faces)
+
+    def run(self, tensor: Any) -> list[np.ndarray]:
         """Raw graph outputs for the manifest's heads, in head order."""
-        return self.session.run(self.output_names, {self.input_name: tensor})
+        return self.engine.run(self.input_name, tensor, self.output_names)
 
     def predict(self, faces: np.ndarray) -> BatchPrediction:
         if len(faces) == 0:
             return BatchPrediction({"age": np.empty(0), "age_std": np.empty(0)})
-        outputs = self.run(self.preprocess(faces))
+        return self.infer(self.prepare_input(faces))
+
+    def infer(self, prepared: Any) -> BatchPrediction:
+        """Run the graph on a prepared input and decode every head."""
+        outputs = self.run(prepared)
         result = BatchPrediction({}, {})
         for head, decoder, output in zip(self.spec.heads, self.decoders, outputs, strict=True):
             decoded = decoder.decode(output)

