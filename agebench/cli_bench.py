@@ -44,6 +44,13 @@ def find_baseline(given: Path | None) -> Path | None:
     show_default=True,
     help="Images for the detection comparison (0 skips it).",
 )
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Measure everything this many times, interleaved; report each median.",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
@@ -82,6 +89,7 @@ def bench(
     model: str | None,
     count: int,
     detect_count: int,
+    rounds: int,
     batch_size: int,
     device: str,
     workers: int | None,
@@ -104,6 +112,7 @@ def bench(
         model=model or DEFAULT_MODEL,
         count=count,
         detect_count=detect_count,
+        rounds=rounds,
         batch_size=batch_size,
         device=device,  # type: ignore[arg-type]
         crop_margin=crop_margin,

