@@ -254,7 +254,8 @@ class Predictor:
             axes = (1, 2, 3)
             mean = x.mean(axis=axes, keepdims=True)
             std = x.std(axis=axes, keepdims=True)
-            x = (x - mean) / np.maximum(std, 1.0 / np.sqrt(x[0].size))
+            floor = np.float32(1.0 / np.sqrt(x[0].size))  # float64 would promote the tensor
+            x = (x - mean) / np.maximum(std, floor)
         if spec.layout == "NCHW":
             x = x.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(x)
