@@ -208,9 +208,14 @@ class FacePreparer:
         assert self.ready is not None
         matrix = self.ready.matrix(image.width, image.height, self.size)
         item.crops = warp(image.rgb, matrix, self.size)[None]
-        to_full = (item.width or image.width) / image.width
-        box = np.asarray(self.ready.face_box(image.width, image.height)) * to_full
-        item.faces = [{"index": 0, "box": _round(box), "landmarks": None, "score": None}]
+        item.faces = [self.ready_face(image.width, image.height, item.width or image.width)]
+
+    def ready_face(self, width: int, height: int, full_width: int) -> dict[str, Any]:
+        """The face record of a ready crop decoded at ``width`` x ``height`` (a draft decode
+        may be smaller than the file's ``full_width``): its box in the file's pixels."""
+        assert self.ready is not None
+        box = np.asarray(self.ready.face_box(width, height)) * (full_width / width)
+        return {"index": 0, "box": _round(box), "landmarks": None, "score": None}
 
     def _cut_given(
         self, image: DecodedImage, item: PreparedImage, box: Box, detected: list[Face]

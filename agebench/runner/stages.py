@@ -18,17 +18,20 @@ Chunks are ``batch_size`` images (fewer when detecting: photos are large) and at
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from agebench.models.predictor import Predictor
 from agebench.runner.faces import FacePreparer, Job, PreparedImage
+from agebench.runner.imageio import ImageDecodeError
 from agebench.runner.pool import ordered_map
 
 #: photos decoded at once per worker while detecting: a chunk of 12-megapixel photos is
@@ -43,12 +46,23 @@ class PreparedChunk:
     with_faces: list[PreparedImage] = field(default_factory=list)
     #: the model input of each slice of at most ``batch_size`` faces, in face order
     inputs: list[Any] = field(default_factory=list)
+    #: JPEG files read but not decoded: the inference lane decodes them on the device
+    encoded: list[tuple[PreparedImage, bytes]] = field(default_factory=list)
 
 
 def chunked(items: Iterable[Job], size: int) -> Iterator[list[Job]]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
         yield chunk
+
+
+def _jpeg_bytes(path: Path) -> bytes | None:
+    """The file's bytes when it starts like a JPEG; None sends it down the host path."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return data if data[:3] == b"\xff\xd8\xff" else None
 
 
 def _jsonable(value: Any) -> Any:
@@ -82,6 +96,7 @@ class BatchRunner:
         batch_size: int,
         workers: int,
         save_raw: bool = False,
+        device_decode: bool | None = None,
     ) -> None:
         self.preparer = preparer
         self.predictor = predictor
@@ -92,6 +107,16 @@ class BatchRunner:
         self.model = {"name": predictor.spec.name, "sha256": predictor.sha256}
         detecting = preparer.detector is not None
         self.chunk_size = min(batch_size, DETECT_CHUNK) if detecting else batch_size
+        engine = predictor.engine
+        # ready crops on a GPU: the host only reads files, nvJPEG decodes, the device cuts
+        # (None: whenever the engine runs on CUDA; tests force it on the CPU)
+        self.device_decode = (
+            preparer.mode == "none"
+            and preparer.ready is not None
+            and hasattr(engine, "device")
+            and hasattr(engine, "prepare_input")
+            and (getattr(engine, "on_cuda", False) if device_decode is None else device_decode)
+        )
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -99,6 +124,7 @@ class BatchRunner:
             "chunk_images": self.chunk_size,
             "prepare_workers": self.workers,
             "inference_lanes": self.lanes,
+            "decode": "device (torchvision nvJPEG)" if self.device_decode else "host",
         }
 
     def run(self, jobs: Iterable[Job], on_done: Callable[[PreparedImage], None]) -> None:
@@ -122,6 +148,30 @@ class BatchRunner:
             infer_pool.shutdown(wait=True, cancel_futures=True)
 
     def prepare(self, jobs: list[Job]) -> PreparedChunk:
+        if not self.device_decode:
+            return self._prepare_on_host(jobs)
+        slots: list[PreparedImage | None] = [None] * len(jobs)
+        host: list[tuple[int, Job]] = []
+        encoded: list[tuple[PreparedImage, bytes]] = []
+        for index, job in enumerate(jobs):
+            data = _jpeg_bytes(job.path)
+            if data is None:  # not a JPEG, or unreadable: the host path names the reason
+                host.append((index, job))
+                continue
+            item = PreparedImage(path=job.path, relative=job.relative, key=job.key)
+            item.notes = ["decoded on the device"]
+            if job.hash_content:
+                item.sha256 = hashlib.sha256(data).hexdigest()
+            slots[index] = item
+            encoded.append((item, data))
+        chunk = self._prepare_on_host([job for _, job in host])
+        for (index, _), item in zip(host, chunk.items, strict=True):
+            slots[index] = item
+        chunk.items = [item for item in slots if item is not None]
+        chunk.encoded = encoded
+        return chunk
+
+    def _prepare_on_host(self, jobs: list[Job]) -> PreparedChunk:
         items = self.preparer.prepare_many(jobs)
         chunk = PreparedChunk(items, [item for item in items if item.crops is not None])
         if chunk.with_faces:
@@ -135,7 +185,46 @@ class BatchRunner:
             ]
         return chunk
 
+    def _decode_on_device(self, chunk: PreparedChunk) -> None:
+        """Decode, cut and normalise the chunk's JPEGs on the engine's device; a file the
+        decoders refuse fails alone (the batch is redone one file at a time)."""
+        from agebench.runner.device_decode import decode_jpegs, warp_batch
+
+        engine, ready, size = self.predictor.engine, self.preparer.ready, self.preparer.size
+        assert ready is not None
+        encoded, chunk.encoded = chunk.encoded, []
+        try:
+            images = decode_jpegs(
+                [data for _, data in encoded], engine.device, names=[i.path for i, _ in encoded]
+            )
+            pairs = [(item, image) for (item, _), image in zip(encoded, images, strict=True)]
+        except ImageDecodeError:
+            pairs = []
+            for item, data in encoded:
+                try:
+                    (image,) = decode_jpegs([data], engine.device, names=[item.path])
+                except ImageDecodeError as error:
+                    item.status, item.error, item.notes = "failed", error.reason, []
+                    continue
+                pairs.append((item, image))
+        if not pairs:
+            return
+        matrices = []
+        for item, image in pairs:
+            height, width = int(image.shape[0]), int(image.shape[1])
+            item.width, item.height = width, height
+            item.faces = [self.preparer.ready_face(width, height, width)]
+            matrices.append(ready.matrix(width, height, size))
+        crops = warp_batch([image for _, image in pairs], matrices, size)
+        chunk.with_faces.extend(item for item, _ in pairs)
+        chunk.inputs.extend(
+            engine.prepare_input(crops[start : start + self.batch_size], self.predictor)
+            for start in range(0, len(crops), self.batch_size)
+        )
+
     def infer(self, chunk: PreparedChunk) -> PreparedChunk:
+        if chunk.encoded:
+            self._decode_on_device(chunk)
         if not chunk.inputs:
             return chunk
         fields: dict[str, list[Any]] = {}
