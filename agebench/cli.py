@@ -112,7 +112,12 @@ def main() -> None:
     show_default=True,
     help="detect: find faces with MTCNN; none: every image is a ready face crop.",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Faces per model call (default: 64 on a CPU, 256 on a GPU).",
+)
 @click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
 )
@@ -161,7 +166,7 @@ def predict(
     model: str | None,
     manifest: Path | None,
     faces: str,
-    batch_size: int,
+    batch_size: int | None,
     device: str,
     min_face_size: int,
     max_faces: int | None,
@@ -492,7 +497,12 @@ def _parse_pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
     help="none: images are face crops; detect: find faces; box: use the given boxes "
     "(default: the benchmark's).",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Faces per model call (default: 64 on a CPU, 256 on a GPU).",
+)
 @click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
 )
@@ -537,7 +547,7 @@ def eval_command(
     folds: int,
     seed: int,
     faces: str | None,
-    batch_size: int,
+    batch_size: int | None,
     device: str,
     workers: int | None,
     out_root: Path,

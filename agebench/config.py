@@ -30,7 +30,8 @@ class PredictConfig:
     model: str = DEFAULT_MODEL
     manifest: Path | None = None
     faces: FacesMode = "detect"
-    batch_size: int = 64
+    #: None: the engine's preferred batch (64 on a CPU, 256 on a GPU)
+    batch_size: int | None = None
     device: Device = "auto"
     detect: DetectConfig = field(default_factory=DetectConfig)
     recursive: bool = True

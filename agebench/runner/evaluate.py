@@ -53,7 +53,7 @@ class EvalConfig:
     folds: int = 5
     seed: int = 0
     faces: FacesMode | None = None
-    batch_size: int = 64
+    batch_size: int | None = None
     device: Device = "auto"
     workers: int | None = None
     tuning: Tuning = "auto"
@@ -299,13 +299,10 @@ class EvalRun:
             count += 1
             report("advance", 1)
 
-        runner = BatchRunner(
-            preparer, predictor, batch_size=config.batch_size, workers=workers
-        )
+        runner = BatchRunner(preparer, predictor, batch_size=config.batch_size, workers=workers)
         self.runner_settings = runner.describe()
         jobs = (
-            Job(root / r.image, Path(r.image), box=r.box, key=i, hash_content=True)
-            for i, r in todo
+            Job(root / r.image, Path(r.image), box=r.box, key=i, hash_content=True) for i, r in todo
         )
         try:
             runner.run(jobs, finish)
@@ -378,7 +375,6 @@ class EvalRun:
                 "engine": getattr(self, "engine", None),
                 **getattr(self, "runner_settings", {}),
                 "detector_device": getattr(self, "detector_device", None),
-                "batch_size": config.batch_size,
                 "cores": available_cores(),
             },
             "counts": {

@@ -134,7 +134,7 @@ class PredictRun:
     def __init__(self, config: PredictConfig) -> None:
         if not config.input.exists():
             raise AgebenchError(f"{config.input}: input folder not found")
-        if config.batch_size < 1:
+        if config.batch_size is not None and config.batch_size < 1:
             raise AgebenchError(f"--batch-size must be at least 1, got {config.batch_size}")
         self.config = config
         self.spec = resolve_model(config.model, config.manifest)

@@ -93,20 +93,20 @@ class BatchRunner:
         preparer: FacePreparer,
         predictor: Predictor,
         *,
-        batch_size: int,
+        batch_size: int | None,
         workers: int,
         save_raw: bool = False,
         device_decode: bool | None = None,
     ) -> None:
         self.preparer = preparer
         self.predictor = predictor
-        self.batch_size = batch_size
+        self.batch_size = batch_size or predictor.preferred_batch_size
         self.workers = workers
         self.lanes = max(1, predictor.lanes)
         self.save_raw = save_raw
         self.model = {"name": predictor.spec.name, "sha256": predictor.sha256}
         detecting = preparer.detector is not None
-        self.chunk_size = min(batch_size, DETECT_CHUNK) if detecting else batch_size
+        self.chunk_size = min(self.batch_size, DETECT_CHUNK) if detecting else self.batch_size
         engine = predictor.engine
         # ready crops on a GPU: the host only reads files, nvJPEG decodes, the device cuts
         # (None: whenever the engine runs on CUDA; tests force it on the CPU)

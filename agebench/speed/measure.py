@@ -60,7 +60,7 @@ class BenchConfig:
     model: str
     count: int = 2400
     detect_count: int = 240
-    batch_size: int = 64
+    batch_size: int | None = None
     device: Device = "auto"
     crop_margin: float = 0.0
     baseline_python: Path | None = None
