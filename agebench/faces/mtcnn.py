@@ -195,12 +195,13 @@ def _run_boxes(
     boxes: Tensor,
     size: int,
     chunk: int,
+    zero_pad: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """A net on the crops of boxes, cut and run a cache-sized chunk at a time; empty crops
     (boxes outside the image, which facenet would fail on) get probability 0."""
     probs, rests = [], []
     for i in range(0, len(boxes), chunk):
-        crops, valid = _crops(table, image[i : i + chunk], boxes[i : i + chunk], size)
+        crops, valid = _crops(table, image[i : i + chunk], boxes[i : i + chunk], size, zero_pad)
         prob, rest = net(crops)
         probs.append(torch.where(valid, prob, 0.0))
         rests.append(rest)
@@ -271,23 +272,35 @@ def _resize(table: Tensor, height: int, width: int) -> Tensor:
     return torch.div(sums, area, out=out)
 
 
-def _crops(table: Tensor, image: Tensor, boxes: Tensor, size: int) -> tuple[Tensor, Tensor]:
+def _crops(
+    table: Tensor, image: Tensor, boxes: Tensor, size: int, zero_pad: bool = False
+) -> tuple[Tensor, Tensor]:
     """(K, 3, size, size) net inputs for boxes, cut as facenet's ``pad`` and crop loop do;
     and which were non-empty.
 
     facenet truncates the box, clips it to [1, W] x [1, H] (1-based, inclusive) and resizes
-    the clipped region, so an edge box is stretched rather than padded.
+    the clipped region, so an edge box is stretched rather than padded. With ``zero_pad`` the
+    box is kept whole and what lies outside the image is black, as in the original MTCNN
+    (Zhang et al.'s ``pad``): a face cut by the image edge keeps its proportions.
     """
     _, c, h1, w1 = table.shape
     b = torch.trunc(boxes[:, :4]).to(torch.int64)
-    x0, y0 = b[:, 0].clamp(min=1) - 1, b[:, 1].clamp(min=1) - 1
-    x1, y1 = b[:, 2].clamp(max=w1 - 1), b[:, 3].clamp(max=h1 - 1)
-    valid = (x1 > x0) & (y1 > y0)
+    if zero_pad:
+        x0, y0, x1, y1 = b[:, 0] - 1, b[:, 1] - 1, b[:, 2], b[:, 3]
+        valid = (x1 > x0) & (y1 > y0) & (x1 > 0) & (y1 > 0) & (x0 < w1 - 1) & (y0 < h1 - 1)
+    else:
+        x0, y0 = b[:, 0].clamp(min=1) - 1, b[:, 1].clamp(min=1) - 1
+        x1, y1 = b[:, 2].clamp(max=w1 - 1), b[:, 3].clamp(max=h1 - 1)
+        valid = (x1 > x0) & (y1 > y0)
     # an empty crop (a box outside the image) gets a dummy pixel and is dropped by the caller
     x0, y0 = torch.where(valid, x0, 0), torch.where(valid, y0, 0)
     x1, y1 = torch.where(valid, x1, 1), torch.where(valid, y1, 1)
     r0, r1 = _bins(y0, y1 - y0, size)
     c0, c1 = _bins(x0, x1 - x0, size)
+    area = ((r1 - r0)[:, :, None] * (c1 - c0)[:, None, :]).to(torch.float32)
+    if zero_pad:  # sums over the part of each bin inside the image; the rest adds 0
+        r0, r1 = r0.clamp(0, h1 - 1), r1.clamp(0, h1 - 1)
+        c0, c1 = c0.clamp(0, w1 - 1), c1.clamp(0, w1 - 1)
     plane = (image[:, None] * c + torch.arange(c, device=table.device)) * h1  # (K, c)
     flat = table.view(-1)
 
@@ -296,7 +309,6 @@ def _crops(table: Tensor, image: Tensor, boxes: Tensor, size: int) -> tuple[Tens
         return flat.index_select(0, index.view(-1))
 
     sums = (corner(r1, c1) - corner(r0, c1)) - (corner(r1, c0) - corner(r0, c0))
-    area = ((r1 - r0)[:, :, None] * (c1 - c0)[:, None, :]).to(torch.float32)
     return sums.view(len(boxes), c, size, size).to(torch.float32) / area[:, None], valid
 
 
@@ -406,8 +418,10 @@ class MtcnnCascade:
         factor: float = 0.709,
         *,
         mkldnn: bool | None = None,
+        zero_pad: bool = False,
     ) -> None:
         self.device = torch.device(device)
+        self.zero_pad = zero_pad
         self.thresholds = tuple(float(t) for t in thresholds)
         self.factor = float(factor)
         use_mkldnn = (
@@ -476,7 +490,13 @@ class MtcnnCascade:
             return boxes, image
         nets = self._nets
         prob, offsets = _run_boxes(
-            lambda x: _rnet(nets, x), table, image, boxes, 24, _RNET_BATCH * _threads()
+            lambda x: _rnet(nets, x),
+            table,
+            image,
+            boxes,
+            24,
+            _RNET_BATCH * _threads(),
+            self.zero_pad,
         )
         keep = prob > self.thresholds[1]
         boxes, prob, offsets, image = boxes[keep], prob[keep], offsets[keep], image[keep]
@@ -491,7 +511,13 @@ class MtcnnCascade:
             return boxes, torch.zeros((0, 5, 2), device=boxes.device), boxes[:, 0], image
         nets = self._nets
         prob, rest = _run_boxes(
-            lambda x: _onet(nets, x), table, image, boxes, 48, _ONET_BATCH * _threads()
+            lambda x: _onet(nets, x),
+            table,
+            image,
+            boxes,
+            48,
+            _ONET_BATCH * _threads(),
+            self.zero_pad,
         )
         keep = prob > self.thresholds[2]
         boxes, prob, rest, image = boxes[keep], prob[keep], rest[keep], image[keep]
