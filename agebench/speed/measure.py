@@ -231,7 +231,6 @@ class Bench:
             faces="detect",
             batch_size=self.config.batch_size,
             device=self.config.device,
-            detect=DetectConfig(max_faces=1),
             resume=False,
             workers=self.config.workers,
         )
