@@ -75,14 +75,12 @@ class FaceDetector:
     ) -> None:
         from agebench.faces.mtcnn import MtcnnCascade
 
-        _import_mtcnn()  # the nets' code and weights: fail here, with the install hint
+        # loads facenet's nets: a missing facenet-pytorch fails here, with the install hint
         self.cascade = MtcnnCascade(
             device=device, thresholds=thresholds, factor=factor, zero_pad=True
         )
         self.device = self.cascade.device
         self.min_face_size = max(12, int(min_face_size))
-        self.thresholds = list(thresholds)
-        self.factor = factor
         self.max_side = max_side
         self.retry_pad = retry_pad
 

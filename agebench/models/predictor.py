@@ -164,13 +164,10 @@ class Predictor:
             if inp.layout == "NCHW"
             else (inp.height, inp.width, inp.channels)
         )
-        probe = OrtEngine(spec.file, providers=providers, settings=manifest, model_name=spec.name)
-        name = inp.name or probe.input_names[0]
         settings, self.tuning_measured = tune(
             spec.file,
-            input_name=name,
+            input_name=inp.name,
             input_shape=shape,
-            outputs=probe.output_names,
             manifest_level=spec.runtime.graph_optimization,
             cores=cores,
             model_name=spec.name,
@@ -233,8 +230,7 @@ class Predictor:
     @property
     def preferred_batch_size(self) -> int:
         """The default batch: 64 keeps a CPU's caches warm; a GPU wants far more in flight."""
-        on_gpu = getattr(self.engine, "on_gpu", False) or getattr(self.engine, "on_cuda", False)
-        return 256 if on_gpu else 64
+        return 256 if self.engine.on_gpu else 64
 
     @property
     def input_size(self) -> tuple[int, int]:

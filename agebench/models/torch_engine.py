@@ -393,6 +393,7 @@ class TorchEngine:
         self.spec = spec
         self.device = torch.device(device)
         self.on_cuda = self.device.type == "cuda"
+        self.on_gpu = self.on_cuda  # the engine interface's name for it
         self.precision, self.precision_reason = choose_precision(
             spec, precision, self.on_cuda, catalog
         )

@@ -133,9 +133,8 @@ def _close(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
 def tune(
     file: Path,
     *,
-    input_name: str,
+    input_name: str | None,
     input_shape: tuple[int, ...],
-    outputs: list[str],
     manifest_level: str,
     cores: int,
     model_name: str,
@@ -144,25 +143,26 @@ def tune(
 ) -> tuple[SessionSettings, dict[str, float | None]]:
     """Measure every level as ``cores`` lanes x 1 thread, then the best as 1 lane x ``cores``.
 
-    Returns the fastest settings whose outputs match the manifest level's, and what each
-    candidate measured (images/s), and stores the choice in the tuning cache.
+    ``input_name`` None: the graph's first input. Returns the fastest settings whose outputs
+    match the manifest level's, and what each candidate measured (images/s), and stores the
+    choice in the tuning cache.
     """
     rng = np.random.default_rng(0)
     x = rng.standard_normal((_TUNING_BATCH, *input_shape), dtype=np.float32)
     measured: dict[str, float | None] = {}
-    reference: list[np.ndarray] | None = None
     best: tuple[float, SessionSettings] | None = None
-    candidates = [manifest_level, *(level for level in OPT_LEVELS if level != manifest_level)]
-    for level in candidates:
+    # the manifest level first: it gives the names, and the outputs the others must match
+    first = _engine(file, SessionSettings(manifest_level, 1, cores, "tuned"), model_name)
+    name = input_name or first.input_names[0]
+    outputs = first.output_names
+    reference = first.run(name, x, outputs)
+    for level in [manifest_level, *(level for level in OPT_LEVELS if level != manifest_level)]:
         settings = SessionSettings(level, intra_op_threads=1, lanes=cores, source="tuned")
-        engine = _engine(file, settings, model_name)
-        result = engine.run(input_name, x, outputs)
-        if reference is None:
-            reference = result
-        elif not _close(result, reference):
+        engine = first if level == manifest_level else _engine(file, settings, model_name)
+        if engine is not first and not _close(engine.run(name, x, outputs), reference):
             measured[f"{level} x{cores} lanes"] = None  # outputs disagree: never chosen
             continue
-        speed = throughput(lambda e=engine: e.run(input_name, x, outputs), cores, len(x), seconds)
+        speed = throughput(lambda e=engine: e.run(name, x, outputs), cores, len(x), seconds)
         measured[f"{level} x{cores} lanes"] = round(speed, 1)
         if best is None or speed > best[0]:
             best = (speed, settings)
@@ -171,7 +171,7 @@ def tune(
         level = best[1].graph_optimization
         single = SessionSettings(level, intra_op_threads=cores, lanes=1, source="tuned")
         engine = _engine(file, single, model_name)
-        speed = throughput(lambda: engine.run(input_name, x, outputs), 1, len(x), seconds)
+        speed = throughput(lambda: engine.run(name, x, outputs), 1, len(x), seconds)
         measured[f"{level} 1 lane x{cores} threads"] = round(speed, 1)
         if speed > best[0] * 1.05:  # lanes are steadier beside decode threads: keep on a tie
             best = (speed, single)

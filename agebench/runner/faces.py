@@ -110,33 +110,32 @@ class FacePreparer:
     def prepare_many(self, jobs: list[Job]) -> list[PreparedImage]:
         """Prepare a chunk of images; faces to detect are found in one batched call."""
         decoded = [self._decode(job) for job in jobs]
-        pending = [(item, image) for item, image in decoded if image is not None]
-        detect = [
-            (item, image, job)
-            for (item, image), job in zip(decoded, jobs, strict=True)
-            if image is not None and self._needs_detection(job)
+        wanted = [
+            i
+            for i, (_, image) in enumerate(decoded)
+            if image is not None and self._needs_detection(jobs[i])
         ]
-        found: list[list[Face]] = []
-        if detect:
-            assert self.detector is not None
-            found = self._detect_all([image.rgb for _, image, _ in detect])
-        detections = {id(item): faces for (item, _, _), faces in zip(detect, found, strict=True)}
-        by_item = {id(item): job for (item, _), job in zip(decoded, jobs, strict=True)}
-        for item, image in pending:
+        found: dict[int, list[Face] | _DetectionFailed] = {}
+        if wanted:
+            images = [decoded[i][1].rgb for i in wanted]  # type: ignore[union-attr]
+            found = dict(zip(wanted, self._detect_all(images), strict=True))
+        for i, (item, image) in enumerate(decoded):
+            if image is None:
+                continue
             try:
-                self._cut(item, image, by_item[id(item)].box, detections.get(id(item)))
+                self._cut(item, image, jobs[i].box, found.get(i))
             except Exception as error:  # one bad image must never stop a run of millions
                 item.status = "failed"
                 item.error = f"face processing failed: {type(error).__name__}: {error}"
                 item.faces, item.crops = [], None
         return [item for item, _ in decoded]
 
-    def _detect_all(self, images: list[np.ndarray]) -> list[list[Face]]:
+    def _detect_all(self, images: list[np.ndarray]) -> list[list[Face] | _DetectionFailed]:
         assert self.detector is not None
         try:
-            return self.detector.detect_many(images)
+            return list(self.detector.detect_many(images))
         except Exception:  # isolate the image that breaks detection instead of the chunk
-            results = []
+            results: list[list[Face] | _DetectionFailed] = []
             for rgb in images:
                 try:
                     results.append(self.detector.detect(rgb))

@@ -115,7 +115,7 @@ class BatchRunner:
             and preparer.ready is not None
             and hasattr(engine, "device")
             and hasattr(engine, "prepare_input")
-            and (getattr(engine, "on_cuda", False) if device_decode is None else device_decode)
+            and (engine.on_gpu if device_decode is None else device_decode)
         )
 
     def describe(self) -> dict[str, Any]:

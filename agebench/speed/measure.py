@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -170,21 +169,14 @@ class Bench:
         tensors = [t for chunk in prepared for t in chunk.inputs]
         del prepared
         predictor.run(tensors[0])  # warm-up
-        lock = threading.Lock()
-        cursor = iter(tensors)
-
-        def next_batch() -> None:
-            with lock:
-                tensor = next(cursor, None)
-            if tensor is not None:
-                predictor.run(tensor)
-
-        # one pass over every prepared tensor, ``lanes`` at a time
-        seconds = _timed_pass(next_batch, len(tensors), predictor.lanes)
+        started = time.perf_counter()
+        with ThreadPoolExecutor(predictor.lanes) as pool:  # every tensor once, lanes at a time
+            for _ in pool.map(predictor.run, tensors):
+                pass
         infer = _row(
             "inference alone (best settings, all cores)",
             len(images),
-            seconds,
+            time.perf_counter() - started,
             engine=predictor.execution,
             tuning_measured=predictor.tuning_measured,
         )
@@ -340,26 +332,6 @@ class Bench:
         return FacePreparer(
             self.spec.crop, predictor.input_size, "none", DetectConfig(), None, self.plan
         )
-
-
-def _timed_pass(step: Callable[[], None], steps: int, lanes: int) -> float:
-    remaining = iter(range(steps))
-    lock = threading.Lock()
-
-    def lane() -> None:
-        while True:
-            with lock:
-                if next(remaining, None) is None:
-                    return
-            step()
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=lane) for _ in range(lanes)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return time.perf_counter() - started
 
 
 def _truth(labels: Path) -> list[float]:
