@@ -42,9 +42,16 @@ def find_baseline(given: Path | None) -> Path | None:
     "--detect-images",
     "detect_count",
     type=click.IntRange(min=0),
-    default=240,
+    default=960,
     show_default=True,
     help="Images for the detection comparison (0 skips it).",
+)
+@click.option(
+    "--detect-min-face",
+    type=click.IntRange(min=12),
+    default=None,
+    help="(f)'s --min-face-size (default: 70, the range of the baseline's dlib detector; "
+    "(h) always runs at predict's default).",
 )
 @click.option(
     "--rounds",
@@ -87,6 +94,7 @@ def bench(
     model: str | None,
     count: int,
     detect_count: int,
+    detect_min_face: int | None,
     rounds: int,
     batch_size: int | None,
     device: str,
@@ -99,7 +107,7 @@ def bench(
     """Measure throughput on IMAGES (face chips) against baselines and the shared-core limit."""
     from agebench.cli import console, friendly_errors
     from agebench.models.catalog import DEFAULT_MODEL
-    from agebench.speed.measure import BenchConfig, run_bench
+    from agebench.speed.measure import BASELINE_MIN_FACE, BenchConfig, run_bench
 
     if memory:
         _memory(images, out, memory)
@@ -110,6 +118,7 @@ def bench(
         model=model or DEFAULT_MODEL,
         count=count,
         detect_count=detect_count,
+        detect_min_face=detect_min_face or BASELINE_MIN_FACE,
         rounds=rounds,
         batch_size=batch_size,
         device=device,  # type: ignore[arg-type]
@@ -191,6 +200,7 @@ def bench_table(result: dict[str, Any]) -> Table:
         ("e_over_b", "(e)/(b)"),
         ("e_over_limit", "(e)/limit"),
         ("f_over_g", "(f)/(g)"),
+        ("h_over_g", "(h)/(g)"),
     ):
         if ratios.get(name) is None:
             continue

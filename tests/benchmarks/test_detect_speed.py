@@ -66,3 +66,13 @@ def test_detect_per_image(benchmark, detector: FaceDetector, chips: list[np.ndar
 def test_detect_many(benchmark, detector: FaceDetector, chips: list[np.ndarray]):
     found = benchmark.pedantic(detector.detect_many, (chips,), rounds=5, warmup_rounds=1)
     assert sum(len(f) for f in found) >= len(chips)
+
+
+@pytest.mark.benchmark(group="detect: 48 chips")
+def test_detect_many_in_dlibs_range(benchmark, chips: list[np.ndarray]):
+    """The range ``agebench bench`` (f) compares with dlib's: faces from 70 px up."""
+    from agebench.speed.measure import BASELINE_MIN_FACE
+
+    detector = FaceDetector(device="cpu", min_face_size=BASELINE_MIN_FACE)
+    found = benchmark.pedantic(detector.detect_many, (chips,), rounds=5, warmup_rounds=1)
+    assert all(len(f) >= 1 for f in found)
