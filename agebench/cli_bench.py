@@ -79,8 +79,8 @@ def find_baseline(given: Path | None) -> Path | None:
     "--memory",
     default=None,
     metavar="N,N,...",
-    help="Instead: peak memory of 'predict --faces none' on folders of these sizes "
-    "(e.g. 1000,100000), each in a process of its own.",
+    help="Instead: peak memory of 'predict --faces none' on folders of these sizes, and of "
+    "'eval --faces none' on that many records (e.g. 1000,100000), each in a process of its own.",
 )
 @click.option(
     "--out",
@@ -145,7 +145,7 @@ def bench(
 def _memory(images: Path, out: Path, sizes_text: str) -> None:
     from agebench.cli import console, friendly_errors
     from agebench.runner.sink import write_json_atomic
-    from agebench.speed.memory import measure_predict_memory
+    from agebench.speed.memory import measure_memory
 
     try:
         sizes = [int(v) for v in sizes_text.split(",") if v.strip()]
@@ -155,24 +155,28 @@ def _memory(images: Path, out: Path, sizes_text: str) -> None:
         raise click.BadParameter(f"not a list of image counts: {sizes_text}")
 
     @friendly_errors
-    def go() -> list[dict[str, Any]]:
-        with console.status(f"predict --faces none on {', '.join(map(str, sizes))} images"):
-            return measure_predict_memory(images, out / "memory-work", sizes)
+    def go(kind: str) -> list[dict[str, Any]]:
+        with console.status(f"{kind} --faces none on {', '.join(map(str, sizes))} images"):
+            return measure_memory(images, out / "memory-work", sizes, kind)
 
-    rows = go()
-    table = Table(title="agebench predict --faces none: peak memory")
-    for column in ("images", "peak RSS (MiB)", f"x {sizes[0]} images", "seconds", "images/s"):
-        table.add_column(column, justify="right")
-    for row in rows:
-        table.add_row(
-            str(row["images"]),
-            f"{row['peak_rss_mib']:.1f}",
-            f"{row['peak_rss_mib'] / rows[0]['peak_rss_mib']:.2f}",
-            f"{row['seconds']:.1f}",
-            f"{row['images_per_second']:.1f}",
-        )
-    console.print(table)
-    write_json_atomic(out / "memory.json", {"schema": "agebench.bench-memory/1", "runs": rows})
+    runs = {kind: go(kind) for kind in ("predict", "eval")}
+    for kind, rows in runs.items():
+        table = Table(title=f"agebench {kind} --faces none: peak memory")
+        for column in ("images", "peak RSS (MiB)", f"x {sizes[0]} images", "seconds", "images/s"):
+            table.add_column(column, justify="right")
+        for row in rows:
+            table.add_row(
+                str(row["images"]),
+                f"{row['peak_rss_mib']:.1f}",
+                f"{row['peak_rss_mib'] / rows[0]['peak_rss_mib']:.2f}",
+                f"{row['seconds']:.1f}",
+                f"{row['images_per_second']:.1f}",
+            )
+        console.print(table)
+    write_json_atomic(
+        out / "memory.json",
+        {"schema": "agebench.bench-memory/2", "runs": runs["predict"], "eval_runs": runs["eval"]},
+    )
     console.print(f"memory.json: {out / 'memory.json'}", soft_wrap=True)
 
 

@@ -1,10 +1,12 @@
-"""Peak memory of ``agebench predict`` on a small and a large folder: does it stay flat?
+"""Peak memory of ``agebench predict`` and ``eval`` on small and large inputs: is it flat?
 
-Each size runs in a child process of its own (``python -m agebench predict ...``), and the
-peak resident set is read from ``getrusage(RUSAGE_CHILDREN)`` after the child is reaped, so
-the figure includes everything the run touched and nothing of the parent. Folders are built
-from the given images with hard links (``agebench.speed.workload``), so 100,000 images cost
-inodes, not gigabytes.
+``predict`` walks a folder and streams its outputs; ``eval`` reads a label file of that many
+records (the ``csv`` benchmark over the same images) and keeps a small scoring view of each
+until its metrics. Each size runs in a child process of its own (``python -m agebench ...``),
+and the peak resident set is read from ``getrusage(RUSAGE_CHILDREN)`` after the child is
+reaped, so the figure includes everything the run touched and nothing of the parent. Folders
+are built from the given images with hard links (``agebench.speed.workload``), so 100,000
+images cost inodes, not gigabytes.
 """
 
 from __future__ import annotations
@@ -48,26 +50,46 @@ def peak_rss_of(command: list[str], env: dict[str, str] | None = None) -> tuple[
     return int(peak), float(seconds)
 
 
-def measure_predict_memory(
-    images: Path, work: Path, sizes: list[int], extra: list[str] | None = None
+def _command(kind: str, workload: Any, out: Path) -> list[str]:
+    if kind == "predict":
+        return ["predict", str(workload.root / "images"), "--out", str(out), "--overwrite"]
+    return [
+        "eval",
+        "--bench",
+        "csv",
+        "--root",
+        str(workload.root),
+        "--labels",
+        str(workload.labels),
+        "--option",
+        "crop=tight",
+        "--out",
+        str(out),
+        "--no-reuse",
+    ]
+
+
+def measure_memory(
+    images: Path,
+    work: Path,
+    sizes: list[int],
+    kind: str = "predict",
+    extra: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Peak RSS of ``agebench predict --faces none`` over folders of each size in ``sizes``."""
+    """Peak RSS of ``agebench predict`` (or ``eval``) ``--faces none`` over each size."""
+    if kind not in ("predict", "eval"):
+        raise ValueError(f"no memory measurement for {kind!r}")
     results = []
     for size in sizes:
-        folder = work / f"n{size}"
+        folder = work / f"{kind}-n{size}"
         workload = build_workload(images, folder, size)
-        out = folder / "out"
         command = [
             sys.executable,
             "-m",
             "agebench",
-            "predict",
-            str(workload.root / "images"),
+            *_command(kind, workload, folder / "out"),
             "--faces",
             "none",
-            "--out",
-            str(out),
-            "--overwrite",
             *(extra or []),
         ]
         peak, seconds = peak_rss_of(command, env={**os.environ, "TERM": "dumb"})

@@ -1,0 +1,88 @@
+"""What eval keeps in memory per record, and how the whole rows come back from the partial file.
+
+A 100,000-record eval used to hold every whole row (over 2 kB each) until the end; it now holds
+a slotted view of the scoring fields and streams predictions.jsonl from the partial file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from agebench.benchmarks.spec import Record
+from agebench.metrics import compute_metrics
+from agebench.runner.evaluate import _read_partial, _rows_in_order, _ScoringRow
+
+
+def _row(i: int, **extra) -> dict:
+    return {
+        "image": f"images/{i:07d}.jpg",
+        "source": f"labels.csv:{i + 2}",
+        "status": "ok",
+        "error": None,
+        "age": float(20 + i % 50),
+        "targets": {},
+        "age_std": None,
+        "age_group": None,
+        "subject": None,
+        "fold": None,
+        "split": None,
+        "attributes": {},
+        "pred_age": float(22 + i % 47),
+        "pred_std": 3.5,
+        "pred_group": None,
+        "face_box": [0.0, 0.0, 200.0, 200.0],
+        "face_score": None,
+        "image_sha256": hashlib.sha256(str(i).encode()).hexdigest(),
+        **extra,
+    }
+
+
+def _record(i: int) -> Record:
+    return Record(image=f"images/{i:07d}.jpg", age=float(20 + i % 50), source=f"labels.csv:{i + 2}")
+
+
+def test_ScoringRow_reads_like_the_row_for_the_metrics():
+    rows = [_row(i, targets={"apparent_age": 30.0} if i % 2 else {}) for i in range(200)]
+    views = [_ScoringRow(r) for r in rows]
+    assert compute_metrics(views, n_boot=50) == compute_metrics(rows, n_boot=50)
+    view = views[1]
+    assert view["targets"] == {"apparent_age": 30.0} and view.get("fold") is None
+    assert "model" not in view and "image_sha256" not in view
+    with pytest.raises(KeyError):
+        view["model"]
+    assert dict(_ScoringRow(_row(3, model={"name": "m"})))["model"] == {"name": "m"}
+
+
+def test_ScoringRows_cost_a_fraction_of_whole_rows():
+    rows = [_row(i) for i in range(5000)]
+    tracemalloc.start()
+    try:
+        views = [_ScoringRow(r) for r in rows]
+        kept, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(views) == 5000
+    # the slots and the list slot; the values are the rows' own objects
+    assert kept / len(views) < 250, f"{kept / len(views):.0f} bytes per record"
+
+
+def test_whole_rows_come_back_in_record_order_after_an_out_of_order_resume(tmp_path: Path):
+    partial = tmp_path / "predictions.partial.jsonl"
+    order = [3, 0, 4, 1, 2]  # a resumed run appends what the first run had not finished
+    lines = [json.dumps(_row(i)) for i in order]
+    partial.write_text("\n".join(lines) + "\n" + lines[0][:40])  # cut short by the interrupt
+    done = _read_partial(partial)
+    assert set(done) == {f"images/{i:07d}.jpg|labels.csv:{i + 2}" for i in range(5)}
+    assert partial.read_text().endswith("\n")  # the cut-short line is dropped
+    files = hashlib.sha256()
+    rows = list(_rows_in_order(partial, [_record(i) for i in range(5)], files))
+    assert rows == [_row(i) for i in range(5)]
+    expected = hashlib.sha256()
+    for i in range(5):
+        expected.update(f"{_row(i)['image']}:{_row(i)['image_sha256']}".encode())
+    assert files.hexdigest() == expected.hexdigest()
