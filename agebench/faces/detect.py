@@ -1,10 +1,11 @@
 """MTCNN face detection (facenet-pytorch's nets) returning boxes, 5 landmarks and scores.
 
 facenet-pytorch 2.6.0 pins torch<2.3, numpy<2 and Pillow<10.3; we install it without those
-pins and take only its P/R/O-Nets and their weights: the cascade around them is our batched
-one (``agebench.faces.mtcnn``, ~3x less CPU per image than its ``detect_face``, same faces to
-float rounding), which also sidesteps the object arrays its ``MTCNN.detect`` builds under
-numpy 2. ``detect_face`` stays importable here as the reference the tests compare against.
+pins and take only the weights of its P/R/O-Nets, read from its data folder without importing
+it: the cascade around them is our batched one (``agebench.faces.mtcnn``, ~3x less CPU per
+image than its ``detect_face``, same faces to float rounding), which also sidesteps the object
+arrays its ``MTCNN.detect`` builds under numpy 2. ``detect_face`` stays importable here as the
+reference the tests compare against.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class FaceDetector:
     ) -> None:
         from agebench.faces.mtcnn import MtcnnCascade
 
-        # loads facenet's nets: a missing facenet-pytorch fails here, with the install hint
+        # loads facenet's weights: a missing facenet-pytorch fails here, with the install hint
         self.cascade = MtcnnCascade(
             device=device, thresholds=thresholds, factor=factor, zero_pad=True
         )

@@ -22,15 +22,18 @@ single-image ``detect_face`` call gives them, so even tied scores resolve the sa
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import nms
+
+from agebench.errors import AgebenchError
 
 #: (box x1, y1, x2, y2; points (5, 2) x, y; score) in the input's pixels, as facenet gives them
 Detection = tuple[np.ndarray, np.ndarray, float]
@@ -88,18 +91,67 @@ class _Nets:
     onet_dense: tuple[_Dense, _Dense]  # 1152 -> 256, then 2 logits + 4 offsets + 10 points
 
 
-def _load_nets(device: torch.device, mkldnn: bool) -> _Nets:
-    from agebench.faces.detect import _import_mtcnn
+def _package_folder(name: str) -> Path | None:
+    """Where an installed package lives, found without importing it."""
+    spec = importlib.util.find_spec(name)
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    return Path(folders[0]) if folders else None
 
-    pnet_cls, rnet_cls, onet_cls, _ = _import_mtcnn()
-    p, r, o = (cls().eval() for cls in (pnet_cls, rnet_cls, onet_cls))
+
+def _facenet_weights() -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
+    """facenet-pytorch's P-, R- and O-Net state dicts, read from its data folder.
+
+    Importing facenet_pytorch imports torchvision's models, and they pull in torch._dynamo:
+    about a second of every detecting run's start, for three files of weights.
+    """
+    folder = _package_folder("facenet_pytorch")
+    files = [folder / "data" / f"{net}.pt" for net in ("pnet", "rnet", "onet")] if folder else []
+    if not files or not all(f.is_file() for f in files):
+        raise AgebenchError(
+            "face detection needs facenet-pytorch's MTCNN weights; run scripts/setup.sh, or "
+            "'pip install --no-deps facenet-pytorch==2.6.0 requests tqdm'"
+        )
+    pnet, rnet, onet = (torch.load(f, map_location="cpu", weights_only=True) for f in files)
+    return pnet, rnet, onet
+
+
+def _load_torchvision_nms() -> Callable[[Tensor, Tensor, float], Tensor]:
+    """torchvision's compiled NMS, loaded from its library without importing the package (whose
+    ``ops`` import torch._dynamo, a second of start-up); ``torchvision.ops.nms`` otherwise."""
+    try:
+        return torch.ops.torchvision.nms  # registered already
+    except (AttributeError, RuntimeError):
+        pass
+    folder = _package_folder("torchvision")
+    for library in sorted(folder.glob("_C*.so")) + sorted(folder.glob("_C*.pyd")) if folder else []:
+        try:
+            torch.ops.load_library(str(library))
+            return torch.ops.torchvision.nms
+        except (OSError, RuntimeError, AttributeError):
+            continue
+    from torchvision.ops import nms as package_nms
+
+    return package_nms
+
+
+_nms: Callable[[Tensor, Tensor, float], Tensor] | None = None
+
+
+def nms(boxes: Tensor, scores: Tensor, threshold: float) -> Tensor:
+    """torchvision's IoU NMS: indices kept, by decreasing score."""
+    global _nms
+    if _nms is None:
+        _nms = _load_torchvision_nms()
+    return _nms(boxes, scores, threshold)
+
+
+def _load_nets(device: torch.device, mkldnn: bool) -> _Nets:
+    p, r, o = _facenet_weights()
 
     def t(tensor: Tensor) -> Tensor:
         return tensor.detach().to(device=device, dtype=torch.float32).contiguous()
 
-    def conv(
-        weight: Tensor, bias: Tensor, prelu: torch.nn.Module | None, first: bool = False
-    ) -> _Conv:
+    def conv(weight: Tensor, bias: Tensor, slope: Tensor | None, first: bool = False) -> _Conv:
         if first:  # facenet feeds (x - 127.5) / 128: fold that into the weights, feed x
             weight, bias = weight.double(), bias.double()
             bias = bias - weight.sum(dim=(1, 2, 3)) * (127.5 / 128)
@@ -110,40 +162,52 @@ def _load_nets(device: torch.device, mkldnn: bool) -> _Nets:
             packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
                 weight.to_mkldnn(), [0, 0], [1, 1], [1, 1], 1
             )
-        slope = None if prelu is None else t(prelu.weight)
-        return _Conv(weight.contiguous(memory_format=torch.channels_last), t(bias), slope, packed)
+        return _Conv(
+            weight.contiguous(memory_format=torch.channels_last),
+            t(bias),
+            None if slope is None else t(slope),
+            packed,
+        )
 
-    def layer(module: torch.nn.Module, prelu: torch.nn.Module, first: bool = False) -> _Conv:
-        return conv(module.weight, module.bias, prelu, first)
+    def layer(net: dict[str, Tensor], name: str, prelu: str, first: bool = False) -> _Conv:
+        return conv(net[f"{name}.weight"], net[f"{name}.bias"], net[f"{prelu}.weight"], first)
 
-    def dense(module: torch.nn.Module, prelu: torch.nn.Module) -> _Dense:
+    def dense(net: dict[str, Tensor], name: str, prelu: str) -> _Dense:
         # facenet flattens (N, W, H, C) after a permute; we flatten (N, C, H, W) as it lies
-        out, side = module.out_features, 3
-        weight = module.weight.view(out, side, side, -1).permute(0, 3, 2, 1)
-        return _Dense(t(weight.reshape(out, -1)), t(module.bias), t(prelu.weight))
+        weight = net[f"{name}.weight"]
+        out, side = weight.shape[0], 3
+        weight = weight.view(out, side, side, -1).permute(0, 3, 2, 1)
+        return _Dense(t(weight.reshape(out, -1)), t(net[f"{name}.bias"]), t(net[f"{prelu}.weight"]))
 
-    def heads(*modules: torch.nn.Module) -> _Dense:
-        weight = torch.cat([m.weight for m in modules])
-        return _Dense(t(weight), t(torch.cat([m.bias for m in modules])))
+    def heads(net: dict[str, Tensor], *names: str) -> _Dense:
+        weight = torch.cat([net[f"{n}.weight"] for n in names])
+        return _Dense(t(weight), t(torch.cat([net[f"{n}.bias"] for n in names])))
 
-    pnet_head = torch.cat([p.conv4_1.weight, p.conv4_2.weight])
+    pnet_head = (
+        torch.cat([p[f"conv4_{k}.weight"] for k in (1, 2)]),
+        torch.cat([p[f"conv4_{k}.bias"] for k in (1, 2)]),
+    )
     return _Nets(
         mkldnn=mkldnn,
         pnet=(
-            layer(p.conv1, p.prelu1, True),
-            layer(p.conv2, p.prelu2),
-            layer(p.conv3, p.prelu3),
-            conv(pnet_head, torch.cat([p.conv4_1.bias, p.conv4_2.bias]), None),
+            layer(p, "conv1", "prelu1", True),
+            layer(p, "conv2", "prelu2"),
+            layer(p, "conv3", "prelu3"),
+            conv(*pnet_head, None),
         ),
-        rnet=(layer(r.conv1, r.prelu1, True), layer(r.conv2, r.prelu2), layer(r.conv3, r.prelu3)),
-        rnet_dense=(dense(r.dense4, r.prelu4), heads(r.dense5_1, r.dense5_2)),
+        rnet=(
+            layer(r, "conv1", "prelu1", True),
+            layer(r, "conv2", "prelu2"),
+            layer(r, "conv3", "prelu3"),
+        ),
+        rnet_dense=(dense(r, "dense4", "prelu4"), heads(r, "dense5_1", "dense5_2")),
         onet=(
-            layer(o.conv1, o.prelu1, True),
-            layer(o.conv2, o.prelu2),
-            layer(o.conv3, o.prelu3),
-            layer(o.conv4, o.prelu4),
+            layer(o, "conv1", "prelu1", True),
+            layer(o, "conv2", "prelu2"),
+            layer(o, "conv3", "prelu3"),
+            layer(o, "conv4", "prelu4"),
         ),
-        onet_dense=(dense(o.dense5, o.prelu5), heads(o.dense6_1, o.dense6_2, o.dense6_3)),
+        onet_dense=(dense(o, "dense5", "prelu5"), heads(o, "dense6_1", "dense6_2", "dense6_3")),
     )
 
 

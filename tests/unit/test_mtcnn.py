@@ -194,3 +194,36 @@ def test_black_padded_crop_sums_only_what_is_inside():
     assert torch.allclose(stretched, torch.tensor(200.0))  # the inside half, stretched
     outside = torch.tensor([[20.0, 20.0, 30.0, 30.0, 1.0]])
     assert _crops(table, which, outside, 10, zero_pad=True)[1].tolist() == [False]
+
+
+def test_detecting_imports_neither_torchvision_nor_facenet():
+    """Their imports pull in torch._dynamo (about a second of every detecting run's start);
+    the cascade reads facenet's weight files and loads torchvision's compiled NMS alone."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, numpy as np\n"
+        "from agebench.faces.detect import FaceDetector\n"
+        "image = np.zeros((120, 160, 3), np.uint8)\n"
+        "image[30:90, 50:110] = 200\n"
+        "FaceDetector().detect_many([image, image])\n"
+        "from agebench.faces.mtcnn import nms\n"
+        "import torch\n"
+        "boxes = torch.tensor([[0.0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]])\n"
+        "print(nms(boxes, torch.tensor([0.9, 0.8, 0.7]), 0.5).tolist())\n"
+        "print(sorted(m for m in ('torchvision', 'facenet_pytorch', 'torch._dynamo')"
+        " if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["[0, 2]", "[]"]
+
+
+def test_missing_facenet_weights_say_how_to_install(monkeypatch: pytest.MonkeyPatch):
+    from agebench.errors import AgebenchError
+    from agebench.faces import mtcnn
+
+    monkeypatch.setattr(mtcnn, "_package_folder", lambda name: None)
+    with pytest.raises(AgebenchError, match="pip install --no-deps facenet-pytorch"):
+        FaceDetector()
