@@ -2,7 +2,8 @@
 
 Run on a GPU machine with ``.venv/bin/python -m pytest tests/gpu -v``. They check what the CPU
 tests cannot: the torch engine on CUDA against onnxruntime on the CPU, nvJPEG decoding against
-the host decoder, and the whole ready-crop runner on the device against the host runner.
+the host decoder, the whole ready-crop runner on the device against the host runner, and MTCNN
+on the device against MTCNN on the CPU.
 """
 
 from __future__ import annotations
@@ -67,3 +68,18 @@ def test_ready_crop_runner_on_the_device_matches_the_host(spec, face_chips: list
         runner.run([Job(p, Path(p.name), key=i) for i, p in enumerate(face_chips)], done.append)
         results[device_decode] = [item.faces[0]["age"] for item in done]
     assert np.abs(np.array(results[True]) - np.array(results[False])).max() < 0.1
+
+
+def test_mtcnn_on_cuda_finds_the_faces_the_cpu_finds(face_chips: list[Path]):
+    """The cascade on the device: summed-area tables in torch, channels-last nets, torchvision's
+    NMS loaded without its package. TF32 convolutions move boxes by float rounding only."""
+    from agebench.faces.detect import FaceDetector
+
+    photos = [decode_image(p).rgb for p in face_chips]
+    cpu = FaceDetector(device="cpu").detect_many(photos)
+    gpu = FaceDetector(device="cuda").detect_many(photos)
+    assert [len(f) for f in gpu] == [len(f) for f in cpu]
+    for ours, theirs in zip(gpu, cpu, strict=True):
+        for a, b in zip(ours, theirs, strict=True):
+            assert np.abs(np.array(a.box) - np.array(b.box)).max() < 0.5
+            assert np.abs(a.landmarks - b.landmarks).max() < 0.5
