@@ -32,14 +32,19 @@ class Face:
         return max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1])
 
 
+#: what to do when facenet-pytorch (its code, or only its weight files) is missing
+FACENET_INSTALL_HINT = (
+    "run scripts/setup.sh, or 'pip install --no-deps facenet-pytorch==2.6.0 requests tqdm'"
+)
+
+
 def _import_mtcnn():
     try:
         from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
         from facenet_pytorch.models.utils.detect_face import detect_face
     except ImportError as error:
         raise AgebenchError(
-            f"face detection needs facenet-pytorch ({error}); run scripts/setup.sh, or "
-            "'pip install --no-deps facenet-pytorch==2.6.0 requests tqdm'"
+            f"face detection needs facenet-pytorch ({error}); {FACENET_INSTALL_HINT}"
         ) from None
     return PNet, RNet, ONet, detect_face
 

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from agebench.errors import AgebenchError
+from agebench.faces.detect import FACENET_INSTALL_HINT
 
 #: (box x1, y1, x2, y2; points (5, 2) x, y; score) in the input's pixels, as facenet gives them
 Detection = tuple[np.ndarray, np.ndarray, float]
@@ -108,8 +109,7 @@ def _facenet_weights() -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, 
     files = [folder / "data" / f"{net}.pt" for net in ("pnet", "rnet", "onet")] if folder else []
     if not files or not all(f.is_file() for f in files):
         raise AgebenchError(
-            "face detection needs facenet-pytorch's MTCNN weights; run scripts/setup.sh, or "
-            "'pip install --no-deps facenet-pytorch==2.6.0 requests tqdm'"
+            f"face detection needs facenet-pytorch's MTCNN weights; {FACENET_INSTALL_HINT}"
         )
     pnet, rnet, onet = (torch.load(f, map_location="cpu", weights_only=True) for f in files)
     return pnet, rnet, onet
@@ -250,6 +250,13 @@ def _onet(nets: _Nets, x: Tensor) -> tuple[Tensor, Tensor]:
     c1, c2, c3, c4 = nets.onet
     x = c4(c3(c2(c1(_enter(nets, x), pool=3), pool=3), pool=2))
     return _tail(x, nets.onet_dense)
+
+
+#: R-Net and O-Net: the net, its input side and its boxes per call per thread, by stage
+_BOX_STAGES: dict[int, tuple[Callable[[_Nets, Tensor], tuple[Tensor, Tensor]], int, int]] = {
+    1: (_rnet, 24, _RNET_BATCH),
+    2: (_onet, 48, _ONET_BATCH),
+}
 
 
 def _run_boxes(
@@ -548,22 +555,24 @@ class MtcnnCascade:
         moved = boxes[:, :4] + boxes[:, 5:9] * torch.stack([w, h, w, h], dim=1)
         return _square(moved), image
 
+    def _kept(
+        self, stage: int, table: Tensor, boxes: Tensor, image: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """R-Net (``stage`` 1) or O-Net (2) on the boxes' crops: the boxes above the stage's
+        threshold, with their probability, outputs and image."""
+        net, size, batch = _BOX_STAGES[stage]
+        nets = self._nets
+        prob, rest = _run_boxes(
+            lambda x: net(nets, x), table, image, boxes, size, batch * _threads(), self.zero_pad
+        )
+        keep = prob > self.thresholds[stage]
+        return boxes[keep], prob[keep], rest[keep], image[keep]
+
     def _stage2(self, table: Tensor, boxes: Tensor, image: Tensor) -> tuple[Tensor, Tensor]:
         """R-Net: keep, NMS per image, regress and square."""
         if not len(boxes):
             return boxes, image
-        nets = self._nets
-        prob, offsets = _run_boxes(
-            lambda x: _rnet(nets, x),
-            table,
-            image,
-            boxes,
-            24,
-            _RNET_BATCH * _threads(),
-            self.zero_pad,
-        )
-        keep = prob > self.thresholds[1]
-        boxes, prob, offsets, image = boxes[keep], prob[keep], offsets[keep], image[keep]
+        boxes, prob, offsets, image = self._kept(1, table, boxes, image)
         pick = _nms_per_image(boxes, prob, image, 0.7)
         return _square(_regress(boxes[pick], offsets[pick])), image[pick]
 
@@ -573,18 +582,7 @@ class MtcnnCascade:
         """O-Net: keep, landmarks, regress, then min-overlap NMS per image."""
         if not len(boxes):
             return boxes, torch.zeros((0, 5, 2), device=boxes.device), boxes[:, 0], image
-        nets = self._nets
-        prob, rest = _run_boxes(
-            lambda x: _onet(nets, x),
-            table,
-            image,
-            boxes,
-            48,
-            _ONET_BATCH * _threads(),
-            self.zero_pad,
-        )
-        keep = prob > self.thresholds[2]
-        boxes, prob, rest, image = boxes[keep], prob[keep], rest[keep], image[keep]
+        boxes, prob, rest, image = self._kept(2, table, boxes, image)
         w = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
         h = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
         px = w * rest[:, 4:9] + boxes[:, 0:1] - 1

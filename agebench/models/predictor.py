@@ -76,9 +76,7 @@ def choose_backend(
         if device == "cuda" and not torch_cuda:
             raise AgebenchError("--device cuda --backend torch: torch sees no CUDA GPU")
         return "torch", []
-    if backend == "onnxruntime" or device == "cpu":
-        return "onnxruntime", choose_providers(device, ort_available)
-    if ort_gpu:
+    if backend == "onnxruntime" or device == "cpu" or ort_gpu:
         return "onnxruntime", choose_providers(device, ort_available)
     if torch_cuda:
         return "torch", []
@@ -269,7 +267,7 @@ class Predictor:
         Thread-safe, so decode workers call it and the inference lanes only run the graph.
         """
         device_side = getattr(self.engine, "prepare_input", None)
-        return device_side(faces, self) if device_side else self.preprocess(faces)
+        return device_side(faces) if device_side else self.preprocess(faces)
 
     def run(self, tensor: Any) -> list[np.ndarray]:
         """Raw graph outputs for the manifest's heads, in head order."""

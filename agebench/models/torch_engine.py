@@ -478,13 +478,12 @@ class TorchEngine:
             return tensor.contiguous(memory_format=torch.channels_last)
         return tensor.contiguous()
 
-    def prepare_input(self, faces: np.ndarray | torch.Tensor, predictor: Any = None) -> Any:
+    def prepare_input(self, faces: np.ndarray | torch.Tensor) -> Any:
         """(N, H, W, 3) uint8 RGB crops -> the graph's input on the device, normalised there
-        with the same float32 steps as ``Predictor.preprocess`` on the host.
+        with the same float32 steps as ``Predictor.preprocess`` on the host (the constants come
+        from the manifest this engine was built from, which is the predictor's).
 
         ``faces`` may already be a tensor on the device (``agebench.runner.device_decode``).
-        ``predictor`` is accepted for the engine interface; the constants come from the
-        manifest this engine was built from, which is the predictor's.
         """
         import torch
 

@@ -218,7 +218,7 @@ class BatchRunner:
         crops = warp_batch([image for _, image in pairs], matrices, size)
         chunk.with_faces.extend(item for item, _ in pairs)
         chunk.inputs.extend(
-            engine.prepare_input(crops[start : start + self.batch_size], self.predictor)
+            engine.prepare_input(crops[start : start + self.batch_size])
             for start in range(0, len(crops), self.batch_size)
         )
 

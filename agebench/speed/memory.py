@@ -74,7 +74,6 @@ def measure_memory(
     work: Path,
     sizes: list[int],
     kind: str = "predict",
-    extra: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Peak RSS of ``agebench predict`` (or ``eval``) ``--faces none`` over each size."""
     if kind not in ("predict", "eval"):
@@ -90,7 +89,6 @@ def measure_memory(
             *_command(kind, workload, folder / "out"),
             "--faces",
             "none",
-            *(extra or []),
         ]
         peak, seconds = peak_rss_of(command, env={**os.environ, "TERM": "dumb"})
         results.append(

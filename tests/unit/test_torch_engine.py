@@ -195,7 +195,7 @@ def test_prepare_input_on_the_device_equals_preprocess(kind: str, tmp_path: Path
     assert prepared.shape == expected.shape
     np.testing.assert_allclose(prepared.numpy(), expected, rtol=1e-6, atol=1e-5)
     # crops already on the device (device_decode) and host tensors give the same outputs
-    on_device = predictor.engine.prepare_input(torch.from_numpy(faces), predictor)
+    on_device = predictor.engine.prepare_input(torch.from_numpy(faces))
     np.testing.assert_array_equal(on_device.numpy(), prepared.numpy())
     host = expected.astype(np.float32)  # see compare()
     for a, b in zip(predictor.run(host), predictor.run(prepared), strict=True):
