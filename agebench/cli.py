@@ -638,6 +638,12 @@ def _print_eval_summary(summary: dict[str, Any], out: Path, reused: bool) -> Non
     )
     for problem in summary["problems"][:5]:
         console.print(f"  [yellow]label problem[/] {problem}", highlight=False)
+    for finding in summary.get("findings") or []:
+        console.print(
+            f"[bold yellow]{finding['kind']}:[/] {finding['message']}",
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print(f"report: {out / 'report.html'}", soft_wrap=True, highlight=False)
 
 

@@ -288,12 +288,25 @@ def _problems_section(summary: Mapping[str, Any]) -> Section | None:
     return Section("Problems", [f"{total} label problem(s); {shown} listed."], items=problems)
 
 
+def _findings_section(summary: Mapping[str, Any]) -> Section | None:
+    findings = summary.get("findings") or []
+    if not findings:
+        return None
+    return Section(
+        "Read this first",
+        ["Findings that change what the numbers below mean:"],
+        items=[f"{f.get('kind', 'finding')}: {f.get('message', '')}" for f in findings],
+    )
+
+
 def build_sections(summary: Mapping[str, Any]) -> tuple[str, list[Section]]:
     """The report's title and sections, shared by both renderers."""
     bench = summary.get("benchmark") or {}
     model = summary.get("model") or {}
     title = f"{bench.get('title') or bench.get('name') or 'benchmark'}: {model.get('name', '?')}"
-    sections = [_headline_section(summary), _run_section(summary)]
+    findings = _findings_section(summary)
+    sections = [*([findings] if findings else []), _headline_section(summary)]
+    sections.append(_run_section(summary))
     for target, m in (summary.get("metrics") or {}).items():
         sections.append(_target_section(target, m))
     if summary.get("group_metrics"):

@@ -23,6 +23,7 @@ from agebench.benchmarks.spec import BenchmarkData, BenchmarkSpec, LoadOptions, 
 from agebench.config import DetectConfig
 from agebench.errors import AgebenchError
 from agebench.faces.detect import FaceDetector
+from agebench.findings import eval_findings
 from agebench.metrics import compute_group_metrics, compute_metrics
 from agebench.models.catalog import DEFAULT_MODEL, resolve_model
 from agebench.models.manifest import ModelSpec
@@ -247,6 +248,7 @@ class EvalRun:
             _rows_in_order(self.out / PARTIAL_FILE, self.data.records, files),
         )
         summary = self._summarise(rows, processed, seconds, files)
+        summary["findings"] = eval_findings(summary, list(self.models.values()))
         sink.write_json_atomic(summary_path, summary, durable=True)
         write_report(self.out, summary, rows)
         (self.out / PARTIAL_FILE).unlink(missing_ok=True)
