@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -40,6 +41,14 @@ def friendly_errors(fn: F) -> F:
         except AgebenchError as error:
             console.print(
                 f"[bold red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True
+            )
+            sys.exit(EXIT_ERROR)
+        except OSError as error:  # the environment failed us (disk, permissions): one line
+            where = f"{error.filename}: " if error.filename else ""
+            console.print(
+                f"[bold red]error:[/] {escape(where + (error.strerror or str(error)))}",
+                highlight=False,
+                soft_wrap=True,
             )
             sys.exit(EXIT_ERROR)
         except KeyboardInterrupt:
@@ -72,6 +81,19 @@ def run_options(fn: F) -> F:
         default=None,
         help="Faces per model call (default: 64 on a CPU, 256 on a GPU).",
     )(fn)
+
+
+def wait_option(fn: F) -> F:
+    """--wait: a run whose output folder another run holds waits for it instead of failing."""
+    return click.option(
+        "--wait",
+        is_flag=True,
+        help="If another run holds the output folder, wait for it to finish instead of refusing.",
+    )(fn)
+
+
+def _notify(text: str) -> None:
+    console.print(f"waiting for {escape(text)} to finish", highlight=False, soft_wrap=True)
 
 
 def execution_options(fn: F) -> F:
@@ -166,6 +188,7 @@ def main() -> None:
 @click.option(
     "--save-raw", is_flag=True, help="Also write raw model outputs (probabilities, ranks...)."
 )
+@wait_option
 @run_options
 @execution_options
 @friendly_errors
@@ -183,6 +206,7 @@ def predict(
     resume: bool,
     crop_margin: float,
     save_raw: bool,
+    wait: bool,
     workers: int | None,
     backend: str,
     precision: str,
@@ -205,6 +229,7 @@ def predict(
         detect=DetectConfig(min_face_size=min_face_size, max_faces=max_faces),
         recursive=recursive,
         resume=resume,
+        wait=wait,
         save_raw=save_raw,
         workers=workers,
         backend=backend,  # type: ignore[arg-type]
@@ -215,39 +240,51 @@ def predict(
         else ReadyCrop("tight"),
     )
     run = PredictRun(config)
-    with _progress_bar() as (bar, task):
-
-        def on_progress(event: str, amount: int) -> None:
-            if event == "total":
-                bar.update(task, total=amount)
-            else:
-                bar.advance(task, amount)
-
-        outcome = run.run(progress=on_progress)
+    with _progress_bar() as on_progress:
+        outcome = run.run(progress=on_progress, notify=_notify)
     _print_predict_summary(outcome.summary)
     sys.exit(outcome.exit_code)
 
 
 class _progress_bar:
+    """A rich bar fed by the runner's ``(event, amount)`` callbacks, drawn from the first
+    one on: a run refused before its first image (folder busy, another run's folder) prints
+    its one line without an empty bar above it."""
+
     def __init__(self, label: str = "predict") -> None:
         self.label = label
+        self.progress: Progress | None = None
+        self.task: Any = None
 
-    def __enter__(self) -> tuple[Progress, Any]:
-        self.progress = Progress(
-            TextColumn(f"[bold]{self.label}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("images"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-        )
-        self.progress.__enter__()
-        return self.progress, self.progress.add_task(self.label, total=None)
+    def _start(self) -> Progress:
+        if self.progress is None:
+            self.progress = Progress(
+                TextColumn(f"[bold]{self.label}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("images"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=console,
+                transient=False,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task(self.label, total=None)
+        return self.progress
+
+    def update(self, event: str, amount: int) -> None:
+        progress = self._start()
+        if event == "total":
+            progress.update(self.task, total=amount)
+        else:
+            progress.advance(self.task, amount)
+
+    def __enter__(self) -> Callable[[str, int], None]:
+        return self.update
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+        if self.progress is not None:
+            self.progress.stop()
 
 
 def _print_predict_summary(summary: dict[str, Any]) -> None:
@@ -532,6 +569,7 @@ def _parse_pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
     show_default=True,
     help="Reuse a finished or interrupted run of the same model on the same data.",
 )
+@wait_option
 @execution_options
 @friendly_errors
 def eval_command(
@@ -555,6 +593,7 @@ def eval_command(
     under_age: float,
     n_boot: int,
     reuse: bool,
+    wait: bool,
     backend: str,
     precision: str,
     tuning: str,
@@ -584,20 +623,14 @@ def eval_command(
         under_age=under_age,
         n_boot=n_boot,
         reuse=reuse,
+        wait=wait,
         backend=backend,  # type: ignore[arg-type]
         precision=precision,
         tuning=tuning,  # type: ignore[arg-type]
     )
     run = EvalRun(config)
-    with _progress_bar("eval") as (bar, task):
-
-        def on_progress(event: str, amount: int) -> None:
-            if event == "total":
-                bar.update(task, total=amount)
-            else:
-                bar.advance(task, amount)
-
-        outcome = run.run(progress=on_progress)
+    with _progress_bar("eval") as on_progress:
+        outcome = run.run(progress=on_progress, notify=_notify)
     _print_eval_summary(outcome.summary, outcome.out, outcome.reused)
 
 

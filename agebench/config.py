@@ -36,6 +36,8 @@ class PredictConfig:
     detect: DetectConfig = field(default_factory=DetectConfig)
     recursive: bool = True
     resume: bool = True
+    #: wait for another run holding ``out`` to finish instead of refusing at once
+    wait: bool = False
     save_raw: bool = False
     workers: int | None = None
     #: onnxruntime settings: measured fastest on this machine (auto), or the manifest's

@@ -7,6 +7,8 @@ Everything is validated when the manifest is loaded, not when a batch first meet
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import tomllib
 from collections.abc import Mapping
@@ -385,3 +387,16 @@ def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:
         "runtime": {"graph_optimization": spec.runtime.graph_optimization},
         "provenance": dict(spec.provenance),
     }
+
+
+def spec_digest(spec: ModelSpec) -> str:
+    """sha256 of everything in the manifest that changes what the model outputs (input,
+    normalisation, crop, heads and their decoders, graph sha256), without where the files lie:
+    the graph's sha256 alone misses a manifest whose mean/std were edited, and a run's identity
+    must not."""
+    resolved = spec_to_dict(spec)
+    for where in ("file", "manifest", "description", "provenance", "runtime"):
+        resolved.pop(where, None)
+    resolved["crop"].pop("notes", None)
+    canonical = json.dumps(resolved, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -8,6 +8,7 @@ Metrics are computed from ``predictions.jsonl`` alone, so any run can be re-scor
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -26,18 +27,25 @@ from agebench.faces.detect import FaceDetector
 from agebench.findings import eval_findings
 from agebench.metrics import compute_group_metrics, compute_metrics
 from agebench.models.catalog import DEFAULT_MODEL, resolve_model
-from agebench.models.manifest import ModelSpec
+from agebench.models.manifest import ModelSpec, spec_digest
 from agebench.models.predictor import Backend, Device, Predictor, Tuning, available_cores
 from agebench.provenance import provenance
-from agebench.report.render import write_report
+from agebench.report.render import REPORT_HTML, REPORT_MD, write_report
 from agebench.runner import sink
 from agebench.runner.faces import FacePreparer, FacesMode, Job, PreparedImage
-from agebench.runner.pipeline import ProgressCallback, share_cores_with_workers, torch_device
+from agebench.runner.ownership import RunIdentity, claim, owned_folder
+from agebench.runner.pipeline import (
+    Notify,
+    ProgressCallback,
+    share_cores_with_workers,
+    torch_device,
+)
 from agebench.runner.reconcile import plan_ready_crops
 from agebench.runner.stages import BatchRunner
 
 SUMMARY_SCHEMA = "agebench.eval-summary/1"
 PARTIAL_FILE = "predictions.partial.jsonl"
+REPORT_FILES = (REPORT_MD, REPORT_HTML)
 _MAX_PROBLEMS_IN_SUMMARY = 100
 
 
@@ -66,6 +74,8 @@ class EvalConfig:
     under_age: float = 18.0
     n_boot: int = 2000
     reuse: bool = True
+    #: wait for another run holding the output folder instead of refusing at once
+    wait: bool = False
     min_face_size: int = 20
 
 
@@ -192,6 +202,22 @@ class EvalRun:
             / f"{self.model_label}@{self.model_sha[:8]}"
             / f"{self.faces}-{self.fingerprint[:12]}"
         )
+        self.identity = RunIdentity(
+            "eval",
+            {
+                "model": {
+                    "name": self.model_label,
+                    "sha256": self.model_sha,
+                    "manifests": {str(k): spec_digest(m) for k, m in self.models.items()},
+                },
+                "benchmark": {
+                    "name": self.bench.name,
+                    "version": self.bench.version,
+                    "fingerprint": self.fingerprint,
+                },
+                "settings": {**key, "precision": config.precision},
+            },
+        )
 
     def _resolve_models(self) -> dict[str | None, ModelSpec]:
         """``{fold}`` in the model name: a family with one weights file per fold (k-fold
@@ -208,44 +234,80 @@ class EvalRun:
 
     # -- running -------------------------------------------------------------------------
 
-    def run(self, progress: ProgressCallback | None = None) -> EvalOutcome:
-        report = progress or (lambda event, amount: None)
-        summary_path = self.out / sink.SUMMARY_FILE
-        previous = sink.read_json(summary_path) if self.config.reuse else None
-        if (
-            previous
+    def run(
+        self, progress: ProgressCallback | None = None, notify: Notify | None = None
+    ) -> EvalOutcome:
+        """Hold the output folder for the whole run (or refuse, or wait with
+        ``config.wait``), then reuse, resume or start the eval."""
+        with owned_folder(self.out, wait=self.config.wait, on_wait=notify):
+            return self._run(progress or (lambda event, amount: None))
+
+    def _finished(self) -> dict[str, Any] | None:
+        """The folder's finished summary when it is this very run's (reuse costs nothing)."""
+        previous = sink.read_json(self.out / sink.SUMMARY_FILE)
+        if not (
+            isinstance(previous, dict)
             and previous.get("benchmark", {}).get("fingerprint") == self.fingerprint
             and previous.get("model", {}).get("sha256") == self.model_sha
         ):
+            return None
+        recorded = sink.read_json(self.out / sink.RUN_FILE)
+        # folders finished before run identities existed have no run.json: their summary's
+        # model and data checks above are what those versions checked
+        if recorded is not None and self.identity.differences(recorded):
+            return None
+        return previous
+
+    def _run(self, report: ProgressCallback) -> EvalOutcome:
+        summary_path = self.out / sink.SUMMARY_FILE
+        previous = self._finished() if self.config.reuse else None
+        if previous is not None:
             report("total", len(self.data.records))
             report("advance", len(self.data.records))
             return EvalOutcome(previous, self.out, reused=True)
-        if not self.config.reuse and self.out.exists():
-            for name in (PARTIAL_FILE, sink.PREDICTIONS_FILE, sink.SUMMARY_FILE):
+        if not self.config.reuse:
+            for name in (PARTIAL_FILE, sink.PREDICTIONS_FILE, sink.SUMMARY_FILE, *REPORT_FILES):
                 (self.out / name).unlink(missing_ok=True)
-        self.out.mkdir(parents=True, exist_ok=True)
-        done = _read_partial(self.out / PARTIAL_FILE)
+        sink.clear_temporaries(self.out)
+        claim(
+            self.out,
+            self.identity,
+            resume=self.config.reuse,
+            hint="use --no-reuse to replace it or choose another --out",
+        )
+        run_id = self.identity.digest
+        done = _read_partial(self.out / PARTIAL_FILE, run_id)
         report("total", len(self.data.records))
         report("advance", sum(1 for r in self.data.records if _record_key(r) in done))
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         started = time.perf_counter()
         processed = 0
         self.load_seconds = 0.0
-        with open(self.out / PARTIAL_FILE, "a", encoding="utf-8") as partial:
+        partial_path = self.out / PARTIAL_FILE
+        try:
+            partial = open(partial_path, "a", encoding="utf-8")  # noqa: SIM115 - closed below
+        except OSError as error:
+            raise sink.output_error(partial_path, error) from None
+        try:
             for fold, spec in self.models.items():
                 todo = [
                     (i, r)
                     for i, r in enumerate(self.data.records)
                     if (fold is None or r.fold == fold) and _record_key(r) not in done
                 ]
-                processed += self._predict(spec, todo, partial, done, report)
+                processed += self._predict(spec, todo, partial, done, report, run_id)
+        except OSError as error:  # the partial file could not take a row (disk full...)
+            raise sink.output_error(partial_path, error) from None
+        finally:
+            with contextlib.suppress(OSError):  # a full disk fails the close too: reported above
+                partial.close()
         # images/s counts the images' time: loading models (and tuning them once) is reported apart
         seconds = time.perf_counter() - started - self.load_seconds
         rows = [done[_record_key(r)] for r in self.data.records]
         files = hashlib.sha256()
         sink.write_lines_atomic(
             self.out / sink.PREDICTIONS_FILE,
-            _rows_in_order(self.out / PARTIAL_FILE, self.data.records, files),
+            _rows_in_order(self.out / PARTIAL_FILE, self.data.records, files, run_id),
         )
         summary = self._summarise(rows, processed, seconds, files)
         summary["findings"] = eval_findings(summary, list(self.models.values()))
@@ -261,6 +323,7 @@ class EvalRun:
         partial: Any,
         done: dict[str, Mapping[str, Any]],
         report: ProgressCallback,
+        run_id: str,
     ) -> int:
         if not todo:
             return 0
@@ -300,7 +363,7 @@ class EvalRun:
             record = self.data.records[item.key]
             if item.status == "failed" and not item.path.exists():
                 item.status = "missing"
-            row = _row(record, item, item.sha256, spec if len(self.models) > 1 else None)
+            row = _row(record, item, item.sha256, spec, run_id)
             partial.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
             done[_record_key(record)] = _ScoringRow(row)
             count += 1
@@ -408,7 +471,7 @@ class EvalRun:
 
 
 def _row(
-    record: Record, item: PreparedImage, sha: str | None, spec: ModelSpec | None
+    record: Record, item: PreparedImage, sha: str | None, spec: ModelSpec, run_id: str
 ) -> dict[str, Any]:
     face = item.faces[0] if item.faces else {}
     pred_group = face.get("age_group")
@@ -433,9 +496,9 @@ def _row(
         "face_box": face.get("box"),
         "face_score": face.get("score"),
         "image_sha256": sha,
+        "model": {"name": spec.name, "sha256": spec.sha256},
+        "run": run_id,
     }
-    if spec is not None:
-        row["model"] = {"name": spec.name, "sha256": spec.sha256}
     return row
 
 
@@ -502,23 +565,36 @@ def _row_key(row: Mapping[str, Any]) -> str:
     return f"{row['image']}|{row['source']}"
 
 
-def _read_partial(path: Path) -> dict[str, Mapping[str, Any]]:
-    """Scoring views of an interrupted run's rows; a last line cut short is ignored."""
+def _parse_row(line: bytes | str, run_id: str) -> dict[str, Any] | None:
+    """A whole partial-file row of this run, or None: a line cut short by a crash or a full
+    disk (no newline: even when what was written parses, the row may be cut inside a value),
+    an unreadable one, or a row another run wrote (another model, manifest or data)."""
+    if not line.endswith(b"\n" if isinstance(line, bytes) else "\n"):
+        return None
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) and row.get("run") == run_id else None
+
+
+def _read_partial(path: Path, run_id: str) -> dict[str, Mapping[str, Any]]:
+    """Scoring views of an interrupted run's rows that this run may take over."""
     done: dict[str, Mapping[str, Any]] = {}
     if not path.is_file():
         return done
-    with open(path, encoding="utf-8") as fh:
+    with open(path, "rb") as fh:
         for line in fh:
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            done[_row_key(row)] = _ScoringRow(row)
+            row = _parse_row(line, run_id)
+            if row is not None:
+                done[_row_key(row)] = _ScoringRow(row)
     _truncate_partial_tail(path)
     return done
 
 
-def _rows_in_order(partial: Path, records: list[Record], files: Any) -> Iterator[dict[str, Any]]:
+def _rows_in_order(
+    partial: Path, records: list[Record], files: Any, run_id: str
+) -> Iterator[dict[str, Any]]:
     """The partial file's whole rows in the records' order (a resumed run appends out of
     order), one at a time; each row's image and its sha256 go into ``files`` on the way.
 
@@ -527,10 +603,9 @@ def _rows_in_order(partial: Path, records: list[Record], files: Any) -> Iterator
     offsets: dict[str, int] = {}
     with open(partial, "rb") as fh:
         while line := fh.readline():
-            try:
-                offsets[_row_key(json.loads(line))] = fh.tell() - len(line)
-            except ValueError:
-                continue
+            row = _parse_row(line, run_id)
+            if row is not None:
+                offsets[_row_key(row)] = fh.tell() - len(line)
         for record in records:
             fh.seek(offsets[_record_key(record)])
             row = json.loads(fh.readline())
@@ -538,11 +613,27 @@ def _rows_in_order(partial: Path, records: list[Record], files: Any) -> Iterator
             yield row
 
 
-def _truncate_partial_tail(path: Path) -> None:
-    """Drop an incomplete last line so that appended rows start on a line of their own."""
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
+def _truncate_partial_tail(path: Path, block: int = 1 << 16) -> None:
+    """Drop an incomplete last line so that appended rows start on a line of their own.
+
+    Reads backwards from the end, one block at a time: a partial file of 100,000 rows is
+    hundreds of megabytes, and only its last line can be cut short."""
+    with open(path, "r+b") as fh:
+        end = fh.seek(0, 2)
+        position = end
+        while position > 0:
+            start = max(0, position - block)
+            fh.seek(start)
+            data = fh.read(position - start)
+            newline = data.rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            position = start
+        else:
+            keep = 0
+        if keep != end:
+            fh.truncate(keep)
 
 
 def iter_rows(path: Path) -> Iterator[dict[str, Any]]:
@@ -551,5 +642,7 @@ def iter_rows(path: Path) -> Iterator[dict[str, Any]]:
             yield json.loads(line)
 
 
-def run_eval(config: EvalConfig, progress: ProgressCallback | None = None) -> EvalOutcome:
-    return EvalRun(config).run(progress)
+def run_eval(
+    config: EvalConfig, progress: ProgressCallback | None = None, notify: Notify | None = None
+) -> EvalOutcome:
+    return EvalRun(config).run(progress, notify)

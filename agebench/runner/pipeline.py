@@ -19,15 +19,18 @@ from agebench.config import PredictConfig
 from agebench.errors import AgebenchError
 from agebench.faces.detect import FaceDetector
 from agebench.models.catalog import resolve_model
+from agebench.models.manifest import spec_digest
 from agebench.models.predictor import Predictor, available_cores
 from agebench.provenance import provenance
 from agebench.runner import sink
 from agebench.runner.faces import FacePreparer, Job, PreparedImage
+from agebench.runner.ownership import RunIdentity, claim, owned_folder
 from agebench.runner.reconcile import plan_ready_crops
 from agebench.runner.stages import BatchRunner
 from agebench.runner.walk import count_images, iter_images
 
 ProgressCallback = Callable[[str, int], None]  # (event, amount): "total", "advance"
+Notify = Callable[[str], None]  # one line for the user: what a waiting run waits for
 
 #: exit status of a run in which some images failed or had no face
 EXIT_PARTIAL = 3
@@ -81,14 +84,22 @@ class BackgroundWriter:
         while self._pending and (self._pending[0].done() or len(self._pending) > self._max_pending):
             self._pending.popleft().result()
 
-    def close(self) -> None:
+    def close(self, *, raise_errors: bool = True) -> None:
+        """Wait for every pending write; ``raise_errors=False`` when the run is failing
+        already, so that its own error is the one reported."""
         self._pool.shutdown(wait=True)
         while self._pending:
-            self._pending.popleft().result()
+            future = self._pending.popleft()
+            if raise_errors:
+                future.result()
 
 
 def _image_record(
-    item: PreparedImage, config: PredictConfig, model: dict[str, str]
+    item: PreparedImage,
+    config: PredictConfig,
+    model: dict[str, str],
+    run: str,
+    source: dict[str, int] | None,
 ) -> dict[str, Any]:
     return {
         "schema": sink.PREDICTION_SCHEMA,
@@ -101,24 +112,28 @@ def _image_record(
         "notes": item.notes,
         "faces_mode": config.faces,
         "model": model,
+        "run": run,
+        "source": source,
         "faces": item.faces,
     }
 
 
-def _check_resume(config: PredictConfig, run_info: dict[str, Any]) -> None:
-    """Refuse to mix a new run into an output folder holding a different one."""
-    run_file = config.out / sink.RUN_FILE
-    if not config.resume or not run_file.exists():
-        return
-    previous = sink.read_json(run_file)
-    if previous is None:
-        raise AgebenchError(f"{run_file}: unreadable; use --overwrite or another --out")
-    for key in ("model", "settings"):
-        if previous.get(key) != run_info[key]:
-            raise AgebenchError(
-                f"{config.out}: holds a run with different {key} ({previous.get(key)}); "
-                "use --overwrite to replace it or choose another --out"
-            )
+def _source_stat(path: Path) -> dict[str, int] | None:
+    """The input file's size and mtime as the record was made: a resume redoes an image whose
+    file changed since, instead of keeping an age computed from other pixels."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _matches(record: dict[str, Any] | None, run: str, path: Path | None) -> bool:
+    """Whether a record on disk is this run's: same identity digest (model, manifest,
+    settings) and, when its input is known, the same input file."""
+    if record is None or record.get("run") != run:
+        return False
+    return path is None or record.get("source") == _source_stat(path)
 
 
 def _relative(path: Path, root: Path) -> Path:
@@ -146,8 +161,13 @@ class PredictRun:
             precision=config.precision,
         )
         self.model = {"name": self.spec.name, "sha256": self.predictor.sha256}
-        self.run_info = {"model": self.model, "settings": config.fingerprint()}
-        _check_resume(config, self.run_info)
+        self.identity = RunIdentity(
+            "predict",
+            {
+                "model": {**self.model, "manifest_sha256": spec_digest(self.spec)},
+                "settings": config.fingerprint(),
+            },
+        )
         self.workers = config.workers or available_cores()
         self.detector_device: str | None = None
         detector = None
@@ -169,13 +189,27 @@ class PredictRun:
         )
         self.crop_plan = ready.describe() if ready else None
 
-    def run(self, progress: ProgressCallback | None = None) -> RunOutcome:
+    def run(
+        self, progress: ProgressCallback | None = None, notify: Notify | None = None
+    ) -> RunOutcome:
+        """Hold the output folder for the whole run (or refuse, or wait with
+        ``config.wait``), then predict; ``notify`` hears who a waiting run waits for."""
+        with owned_folder(self.config.out, wait=self.config.wait, on_wait=notify):
+            return self._run(progress)
+
+    def _run(self, progress: ProgressCallback | None) -> RunOutcome:
         config = self.config
         report = progress or (lambda event, amount: None)
-        if not config.resume and config.out.exists():
+        if not config.resume:
             sink.clear_run(config.out)
         sink.clear_temporaries(config.out)
-        sink.write_json_atomic(config.out / sink.RUN_FILE, self.run_info)
+        claim(
+            config.out,
+            self.identity,
+            resume=config.resume,
+            hint="use --overwrite to replace it or choose another --out",
+        )
+        run_id = self.identity.digest
         # counting a huge tree takes a while: let the bar learn its total while work starts
         threading.Thread(
             target=lambda: report("total", count_images(config.input, recursive=config.recursive)),
@@ -187,8 +221,8 @@ class PredictRun:
         def todo() -> Iterator[tuple[Path, Path]]:
             for path in iter_images(config.input, recursive=config.recursive):
                 relative = _relative(path, config.input)
-                if config.resume and sink.read_image_json(
-                    sink.image_json_path(config.out, relative)
+                if config.resume and _matches(
+                    sink.read_image_json(sink.image_json_path(config.out, relative)), run_id, path
                 ):
                     counts["skipped_resumed"] += 1
                     report("advance", 1)
@@ -200,7 +234,7 @@ class PredictRun:
         def done(item: PreparedImage) -> None:
             writer.submit(
                 sink.image_json_path(config.out, item.relative),
-                _image_record(item, config, self.model),
+                _image_record(item, config, self.model, run_id, _source_stat(item.path)),
             )
             counts["processed"] += 1
             report("advance", 1)
@@ -216,8 +250,10 @@ class PredictRun:
         jobs = (Job(path, relative) for path, relative in todo())
         try:
             runner.run(jobs, done)
-        finally:
-            writer.close()  # finished images are kept even when interrupted
+        except BaseException:
+            writer.close(raise_errors=False)  # finished images are kept even when interrupted
+            raise
+        writer.close()
         seconds = time.perf_counter() - started
         spec_info = {
             **self.model,
@@ -235,18 +271,26 @@ class PredictRun:
             "cores": available_cores(),
         }
         summary = _finish(
-            config, spec_info=spec_info, execution=execution, counts=counts, seconds=seconds
+            config,
+            run_id,
+            spec_info=spec_info,
+            execution=execution,
+            counts=counts,
+            seconds=seconds,
         )
         return RunOutcome(summary, config.out)
 
 
-def run_predict(config: PredictConfig, progress: ProgressCallback | None = None) -> RunOutcome:
+def run_predict(
+    config: PredictConfig, progress: ProgressCallback | None = None, notify: Notify | None = None
+) -> RunOutcome:
     """Predict ages for every image under ``config.input``; write and return the summary."""
-    return PredictRun(config).run(progress)
+    return PredictRun(config).run(progress, notify)
 
 
 def _finish(
     config: PredictConfig,
+    run_id: str,
     *,
     spec_info: dict[str, Any],
     execution: dict[str, Any],
@@ -261,7 +305,7 @@ def _finish(
         for path in iter_images(config.input, recursive=config.recursive):
             relative = _relative(path, config.input)
             record = sink.read_image_json(sink.image_json_path(config.out, relative))
-            if record is None:
+            if not _matches(record, run_id, None):
                 continue  # interrupted before this image: a resume will do it
             tally["images"] += 1
             tally[f"images_{record['status']}"] += 1
@@ -282,6 +326,7 @@ def _finish(
         "execution": execution,
         "faces_mode": config.faces,
         "settings": config.fingerprint(),
+        "run": run_id,
         "counts": {
             **tally,
             "processed_this_run": processed,

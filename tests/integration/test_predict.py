@@ -164,7 +164,9 @@ def test_resume_refuses_a_different_model(face_chips: list[Path], tmp_path: Path
     run_predict(PredictConfig(input=src, out=out, faces="none"))
     runner = CliRunner()
     result = runner.invoke(main, ["predict", str(src), "--out", str(out)])  # detect now
-    assert result.exit_code == 1 and "holds a run with different settings" in result.output
+    assert result.exit_code == 1 and "holds another run" in result.output
+    assert "settings.faces: 'none' there, 'detect' here" in result.output
+    assert "predict" not in result.output.splitlines()[0]  # refused before any bar was drawn
     (out / "my-notes.json").write_text('{"mine": true}')
     result = runner.invoke(main, ["predict", str(src), "--out", str(out), "--overwrite"])
     assert result.exit_code == 0, result.output

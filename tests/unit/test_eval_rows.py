@@ -18,6 +18,9 @@ from agebench.metrics import compute_metrics
 from agebench.runner.evaluate import _read_partial, _rows_in_order, _ScoringRow
 
 
+RUN = "0123456789abcdef"
+
+
 def _row(i: int, **extra) -> dict:
     return {
         "image": f"images/{i:07d}.jpg",
@@ -38,6 +41,7 @@ def _row(i: int, **extra) -> dict:
         "face_box": [0.0, 0.0, 200.0, 200.0],
         "face_score": None,
         "image_sha256": hashlib.sha256(str(i).encode()).hexdigest(),
+        "run": RUN,
         **extra,
     }
 
@@ -76,13 +80,30 @@ def test_whole_rows_come_back_in_record_order_after_an_out_of_order_resume(tmp_p
     order = [3, 0, 4, 1, 2]  # a resumed run appends what the first run had not finished
     lines = [json.dumps(_row(i)) for i in order]
     partial.write_text("\n".join(lines) + "\n" + lines[0][:40])  # cut short by the interrupt
-    done = _read_partial(partial)
+    done = _read_partial(partial, RUN)
     assert set(done) == {f"images/{i:07d}.jpg|labels.csv:{i + 2}" for i in range(5)}
     assert partial.read_text().endswith("\n")  # the cut-short line is dropped
     files = hashlib.sha256()
-    rows = list(_rows_in_order(partial, [_record(i) for i in range(5)], files))
+    rows = list(_rows_in_order(partial, [_record(i) for i in range(5)], files, RUN))
     assert rows == [_row(i) for i in range(5)]
     expected = hashlib.sha256()
     for i in range(5):
         expected.update(f"{_row(i)['image']}:{_row(i)['image_sha256']}".encode())
     assert files.hexdigest() == expected.hexdigest()
+
+
+def test_a_partial_file_gives_only_whole_rows_of_this_run(tmp_path: Path):
+    """Rows another run wrote (another model, manifest or data) are never taken over, and a
+    last line with no newline is dropped even when what was written happens to parse."""
+    partial = tmp_path / "predictions.partial.jsonl"
+    theirs = json.dumps(_row(0, run="fedcba9876543210"))
+    ours = json.dumps(_row(1))
+    whole_but_unterminated = json.dumps(_row(2))
+    partial.write_text(f"{theirs}\n{ours}\n{whole_but_unterminated}")
+    done = _read_partial(partial, RUN)
+    assert set(done) == {"images/0000001.jpg|labels.csv:3"}
+    assert partial.read_text() == f"{theirs}\n{ours}\n"
+    theirs = json.dumps(_row(1, run="fedcba9876543210", pred_age=99.0))
+    partial.write_text(f"{ours}\n{theirs}\n")  # their row of the same image after ours
+    rows = list(_rows_in_order(partial, [_record(1)], hashlib.sha256(), RUN))
+    assert rows == [_row(1)]
