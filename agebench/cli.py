@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -255,10 +256,14 @@ class _progress_bar:
         self.label = label
         self.progress: Progress | None = None
         self.task: Any = None
+        # the runner reports from two threads (the total from its counting thread)
+        self._lock = threading.Lock()
 
     def _start(self) -> Progress:
-        if self.progress is None:
-            self.progress = Progress(
+        with self._lock:
+            if self.progress is not None:
+                return self.progress
+            progress = Progress(
                 TextColumn(f"[bold]{self.label}"),
                 BarColumn(),
                 MofNCompleteColumn(),
@@ -268,9 +273,10 @@ class _progress_bar:
                 console=console,
                 transient=False,
             )
-            self.progress.start()
-            self.task = self.progress.add_task(self.label, total=None)
-        return self.progress
+            progress.start()
+            self.task = progress.add_task(self.label, total=None)
+            self.progress = progress
+            return progress
 
     def update(self, event: str, amount: int) -> None:
         progress = self._start()
@@ -371,7 +377,7 @@ def models_info(name: str, as_json: bool) -> None:
     """Show a model's full manifest and verify its weights' sha256."""
     from agebench.errors import IntegrityError
     from agebench.models.catalog import resolve_model
-    from agebench.models.hashing import verify_sha256
+    from agebench.models.hashing import verify_model_sha256
     from agebench.models.manifest import spec_to_dict
 
     spec = resolve_model(name)
@@ -382,7 +388,7 @@ def models_info(name: str, as_json: bool) -> None:
         info["sha256_check"] = "weights missing"
     else:
         try:
-            verify_sha256(spec.file, spec.sha256)
+            verify_model_sha256(spec.file, spec.sha256)
             info["sha256_check"] = "ok"
         except IntegrityError as error:
             info["sha256_check"] = f"MISMATCH: {error}"

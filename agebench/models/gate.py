@@ -146,7 +146,7 @@ def write_metadata(onnx_path: Path, spec: ModelSpec) -> str:
     """Put the preprocessing into ``metadata_props`` (atomically) and return the new sha256."""
     import onnx
 
-    from agebench.models.hashing import sha256_file
+    from agebench.models.hashing import model_sha256
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     props = {p.key: p.value for p in model.metadata_props}
@@ -160,7 +160,7 @@ def write_metadata(onnx_path: Path, spec: ModelSpec) -> str:
         os.replace(tmp, onnx_path)
     finally:
         tmp.unlink(missing_ok=True)
-    return sha256_file(onnx_path)
+    return model_sha256(onnx_path)
 
 
 def read_metadata(onnx_path: Path) -> dict[str, Any] | None:

@@ -278,7 +278,7 @@ def parse_manifest(
     sha = r.get("sha256", str).lower()
     if len(sha) != _SHA256_LEN or any(c not in "0123456789abcdef" for c in sha):
         raise r.fail("sha256", "must be 64 hex digits")
-    file = file_override if file_override is not None else base_dir / r.get("file", str)
+    file = file_override if file_override is not None else _model_file(r, base_dir)
     spec = ModelSpec(
         name=name,
         file=file.resolve(),
@@ -302,6 +302,29 @@ def parse_manifest(
             raise ManifestError(f"{where} [provenance]: '{required}' is required")
     _check_decoders(spec, where)
     return spec
+
+
+def _model_file(r: _Reader, base_dir: Path) -> Path:
+    """The graph the manifest names, which must lie inside the manifest's folder.
+
+    What runs is what was checked: a manifest is reviewed, hashed and shipped with its folder,
+    so ``file = "../../elsewhere/x.onnx"``, an absolute path, or a symlink that leaves the
+    folder would run a graph from somewhere nobody looked. (An ad-hoc ``--model x.onnx
+    --manifest m.toml`` names its graph on the command line and is not bound by this.)
+    """
+    name = r.get("file", str)
+    relative = Path(name)
+    if not name or relative.is_absolute() or relative.drive:
+        raise r.fail("file", f"must be a path inside the manifest's folder, got {name!r}")
+    folder = base_dir.resolve()
+    resolved = (folder / relative).resolve()
+    if not resolved.is_relative_to(folder):
+        raise r.fail(
+            "file",
+            f"{name!r} leads outside the manifest's folder {folder} (to {resolved}); "
+            "keep the model file beside its manifest",
+        )
+    return resolved
 
 
 _KNOWN_KEYS = frozenset(
@@ -341,6 +364,11 @@ def load_manifest(path: Path, *, file_override: Path | None = None) -> ModelSpec
         raise ManifestError(f"{path}: manifest not found") from None
     except tomllib.TOMLDecodeError as error:
         raise ManifestError(f"{path}: not valid TOML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ManifestError(
+            f"{path}: not valid TOML: not UTF-8 text (byte {error.start}: "
+            f"{error.object[error.start : error.start + 1]!r})"
+        ) from None
     except OSError as error:
         raise ManifestError(f"{path}: cannot read manifest: {error.strerror}") from None
     spec = parse_manifest(doc, where=str(path), base_dir=path.parent, file_override=file_override)

@@ -16,7 +16,7 @@ import numpy as np
 
 from agebench.errors import AgebenchError, ManifestError
 from agebench.models.decoders import Decoder, build_decoder
-from agebench.models.hashing import verify_sha256
+from agebench.models.hashing import verify_model_sha256
 from agebench.models.manifest import ModelSpec
 from agebench.models.ort_engine import GPU_PROVIDERS, OrtEngine, SessionSettings
 from agebench.models.tuning import cached_settings, tune
@@ -121,7 +121,7 @@ class Predictor:
         if not spec.file.is_file():
             raise AgebenchError(f"model {spec.name!r}: weights file {spec.file} is missing")
         self.spec = spec
-        self.sha256 = verify_sha256(spec.file, spec.sha256) if verify else spec.sha256
+        self.sha256 = verify_model_sha256(spec.file, spec.sha256) if verify else spec.sha256
         kind, providers = choose_backend(
             device, backend, ort.get_available_providers(), torch_cuda_available()
         )

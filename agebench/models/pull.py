@@ -241,7 +241,7 @@ def build_and_register(
     the old model, no model, or the new one; never a manifest naming the wrong file).
     """
     from agebench.models.gate import GateFailed, default_faces_dir, run_gate
-    from agebench.models.hashing import sha256_file
+    from agebench.models.hashing import model_sha256
     from agebench.models.manifest import load_manifest, parse_manifest
     from agebench.models.sources import check_onnx_external_data, remove_tree
 
@@ -283,7 +283,7 @@ def build_and_register(
                 "schema_version": 1,
                 "name": name,
                 "file": final_onnx.name,
-                "sha256": sha256_file(final_onnx),
+                "sha256": model_sha256(final_onnx),
                 **{k: v for k, v in copy.deepcopy(dict(doc)).items() if k not in fixed},
             }
             provenance = dict(manifest.get("provenance") or {})
@@ -325,7 +325,7 @@ def build_and_register(
 def is_pulled(name: str, home: Path) -> ModelSpec | None:
     """The registered spec when ``<home>/weights/<name>.toml`` exists and its graph matches
     its sha256; None otherwise (missing, broken or stale: pull again)."""
-    from agebench.models.hashing import sha256_file
+    from agebench.models.hashing import model_sha256
     from agebench.models.manifest import load_manifest
 
     path = home / "weights" / f"{name}.toml"
@@ -335,7 +335,7 @@ def is_pulled(name: str, home: Path) -> ModelSpec | None:
         spec = load_manifest(path)
     except AgebenchError:
         return None
-    if spec.file.is_file() and sha256_file(spec.file) == spec.sha256:
+    if spec.file.is_file() and model_sha256(spec.file) == spec.sha256:
         return spec
     return None
 

@@ -384,7 +384,7 @@ def quantize(
 
     from agebench import __version__
     from agebench.models.catalog import agebench_home
-    from agebench.models.hashing import verify_sha256
+    from agebench.models.hashing import verify_model_sha256
     from agebench.models.pull import build_and_register
 
     if to not in GATES:
@@ -400,7 +400,7 @@ def quantize(
             )
     if not spec.file.is_file():
         raise AgebenchError(f"model {spec.name!r}: weights file {spec.file} is missing")
-    verify_sha256(spec.file, spec.sha256)
+    verify_model_sha256(spec.file, spec.sha256)
     gate = GATES[to]
     name = f"{spec.name}-{to}"
     stage = on_stage or (lambda _message: None)

@@ -27,6 +27,7 @@ from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
 from agebench.errors import AgebenchError, IntegrityError
+from agebench.models.hashing import external_data_files
 
 #: ``progress(event, amount)``: ``("total", bytes)`` once (-1 when unknown), then
 #: ``("advance", bytes)`` per chunk; the CLI feeds a rich progress bar with it
@@ -471,72 +472,16 @@ def extract_member(
 # --- ONNX external data ----------------------------------------------------------------------
 
 
-def _tensors(graph: Any) -> Iterator[Any]:
-    """Every TensorProto in a graph: initializers, sparse ones, constants, subgraphs."""
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield sparse.values
-        yield sparse.indices
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            if attr.HasField("g"):
-                yield from _tensors(attr.g)
-            for sub in attr.graphs:
-                yield from _tensors(sub)
-
-
 def check_onnx_external_data(onnx_path: Path) -> list[Path]:
     """Refuse external-data locations that leave the model's folder; return the files used.
 
-    An ONNX graph may keep its tensors in side files named by a relative ``location``; a
-    crafted one can name ``/etc/shadow`` or ``../../secret`` and have it read as weights.
-    Current onnxruntime refuses those too; this says so in one line before anything loads.
+    The checks live with the runtime's model hash (:mod:`agebench.models.hashing`), which must
+    cover those files; this says so in one line before anything loads.
     """
-    import onnx
-
     try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except FileNotFoundError:
-        raise SourceError(f"{onnx_path}: not found") from None
-    except Exception as error:
-        raise SourceError(f"{onnx_path}: not a readable ONNX file: {_first_line(error)}") from None
-    base = onnx_path.resolve().parent
-    files: list[Path] = []
-    graphs = [model.graph, *(f for f in model.functions)]
-    for graph in graphs:
-        tensors = _tensors(graph) if hasattr(graph, "initializer") else _function_tensors(graph)
-        for tensor in tensors:
-            if tensor.data_location != onnx.TensorProto.EXTERNAL:
-                continue
-            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-            _check_location(onnx_path, tensor.name, location, base)
-            path = (base / location).resolve()
-            if path not in files:
-                files.append(path)
-    return files
-
-
-def _function_tensors(function: Any) -> Iterator[Any]:
-    for node in function.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-
-
-def _check_location(onnx_path: Path, tensor: str, location: str, base: Path) -> None:
-    where = f"{onnx_path}: tensor {tensor!r} keeps its data in {location!r}"
-    pure = PurePosixPath(location.replace("\\", "/"))
-    if not location or pure.is_absolute() or (len(location) > 1 and location[1] == ":"):
-        raise SourceError(f"{where}, an absolute path; refusing a file outside the model's folder")
-    if any(part == ".." for part in pure.parts):
-        raise SourceError(f"{where}, outside the model's folder; refusing it")
-    resolved = (base / location).resolve()
-    if not resolved.is_relative_to(base):
-        raise SourceError(f"{where}, which links outside the model's folder; refusing it")
+        return external_data_files(onnx_path)
+    except IntegrityError as error:
+        raise SourceError(str(error)) from None
 
 
 # --- PyTorch weights -------------------------------------------------------------------------
