@@ -41,7 +41,10 @@ def friendly_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except AgebenchError as error:
             console.print(
-                f"[bold red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True
+                f"[bold red]error:[/] {escape(str(error))}",
+                markup=True,
+                highlight=False,
+                soft_wrap=True,
             )
             sys.exit(EXIT_ERROR)
         except OSError as error:  # the environment failed us (disk, permissions): one line
@@ -296,7 +299,7 @@ class _progress_bar:
 def _print_predict_summary(summary: dict[str, Any]) -> None:
     counts, timing = summary["counts"], summary["timing"]
     model, provider = summary["model"]["name"], summary["execution"]["onnx_provider"]
-    table = Table(title=f"agebench predict: {model} on {provider}")
+    table = Table(title=escape(f"agebench predict: {model} on {provider}"))
     for column in ("images", "faces", "no face", "failed", "resumed", "images/s"):
         table.add_column(column, justify="right")
     table.add_row(
@@ -310,14 +313,16 @@ def _print_predict_summary(summary: dict[str, Any]) -> None:
     console.print(table)
     for failure in summary["failures"][:10]:
         console.print(
-            f"  [yellow]{failure['status']}[/] {failure['image']}: {failure['error']}",
+            f"  [yellow]{escape(str(failure['status']))}[/] "
+            f"{escape(str(failure['image']))}: {escape(str(failure['error']))}",
             highlight=False,
         )
     if len(summary["failures"]) > 10:
         console.print(
-            f"  ... and {len(summary['failures']) - 10} more in {summary['out']}/summary.json"
+            f"  ... and {len(summary['failures']) - 10} more in "
+            f"{escape(str(summary['out']))}/summary.json"
         )
-    console.print(f"outputs: {summary['out']}")
+    console.print(f"outputs: {escape(str(summary['out']))}", highlight=False)
 
 
 @main.group()
@@ -341,27 +346,27 @@ def models_list() -> None:
         spec = entry.spec
         if spec is None:
             if entry.pullable:
-                state = f"[yellow]{entry.error}[/]"
+                state = f"[yellow]{escape(str(entry.error))}[/]"
             else:
                 state = "[red]invalid (below)[/]"
                 problems.append(f"{entry.name}: {entry.error}")
-            table.add_row(entry.name, "-", "-", "-", "-", "-", "-", state)
+            table.add_row(escape(entry.name), "-", "-", "-", "-", "-", "-", state)
             continue
         i = spec.input
         table.add_row(
-            spec.name,
-            spec.framework,
-            f"{i.layout} {i.height}x{i.width} {i.color}",
-            ", ".join(f"{h.name}:{h.decoder}" for h in spec.heads),
-            spec.crop.policy,
-            _short_licence(spec.license),
-            gate_summary(spec.extra),
+            escape(spec.name),
+            escape(spec.framework),
+            escape(f"{i.layout} {i.height}x{i.width} {i.color}"),
+            escape(", ".join(f"{h.name}:{h.decoder}" for h in spec.heads)),
+            escape(spec.crop.policy),
+            escape(_short_licence(spec.license)),
+            escape(gate_summary(spec.extra)),
             "[green]present[/]" if spec.weights_present else "[yellow]missing[/]",
         )
     out = Console()
     out.print(table)
     for problem in problems:  # in full, one per line: a table cell would wrap it illegibly
-        out.print(f"[red]invalid[/] {problem}", highlight=False, soft_wrap=True)
+        out.print(f"[red]invalid[/] {escape(problem)}", highlight=False, soft_wrap=True)
 
 
 def _short_licence(text: str) -> str:
@@ -398,15 +403,15 @@ def models_info(name: str, as_json: bool) -> None:
         out = Console()
         for key, value in info.items():
             if isinstance(value, dict):
-                out.print(f"[bold]{key}[/]")
+                out.print(f"[bold]{escape(key)}[/]")
                 for k, v in value.items():
-                    out.print(f"  {k}: {_short(v)}", highlight=False)
+                    out.print(f"  {k}: {_short(v)}", highlight=False, markup=False)
             elif isinstance(value, list):
-                out.print(f"[bold]{key}[/]")
+                out.print(f"[bold]{escape(key)}[/]")
                 for v in value:
-                    out.print(f"  - {_short(v)}", highlight=False)
+                    out.print(f"  - {_short(v)}", highlight=False, markup=False)
             else:
-                out.print(f"[bold]{key}[/]: {value}", highlight=False)
+                out.print(f"[bold]{escape(key)}[/]: {escape(str(value))}", highlight=False)
     if info["sha256_check"] != "ok":
         raise AgebenchError(f"model {spec.name!r}: sha256 check: {info['sha256_check']}")
 
@@ -647,7 +652,7 @@ def _fmt(value: Any, spec: str = ".2f") -> str:
 def _print_eval_summary(summary: dict[str, Any], out: Path, reused: bool) -> None:
     bench, model, counts = summary["benchmark"], summary["model"], summary["counts"]
     title = f"{model['name']} on {bench['name']} ({bench['protocol']}, {bench['split'] or 'all'})"
-    table = Table(title=title + (" - reused" if reused else ""))
+    table = Table(title=escape(title + (" - reused" if reused else "")))
     for column in ("target", "MAE", "95% CI", "RMSE", "bias", "CS@5", "epsilon", "coverage"):
         table.add_column(column, justify="right")
     for target, m in summary["metrics"].items():
@@ -676,14 +681,14 @@ def _print_eval_summary(summary: dict[str, Any], out: Path, reused: bool) -> Non
         highlight=False,
     )
     for problem in summary["problems"][:5]:
-        console.print(f"  [yellow]label problem[/] {problem}", highlight=False)
+        console.print(f"  [yellow]label problem[/] {escape(problem)}", highlight=False)
     for finding in summary.get("findings") or []:
         console.print(
-            f"[bold yellow]{finding['kind']}:[/] {finding['message']}",
+            f"[bold yellow]{escape(finding['kind'])}:[/] {escape(finding['message'])}",
             highlight=False,
             soft_wrap=True,
         )
-    console.print(f"report: {out / 'report.html'}", soft_wrap=True, highlight=False)
+    console.print(f"report: {escape(str(out / 'report.html'))}", soft_wrap=True, highlight=False)
 
 
 # --- models pull / convert / quantize: build, gate and register a model --------------------------
@@ -738,7 +743,7 @@ class _download_progress:
 
 
 def _stage(message: str) -> None:
-    console.print(f"[dim]-[/] {message}", highlight=False)
+    console.print(f"[dim]-[/] {escape(message)}", highlight=False)
 
 
 def _print_build(result: Any) -> None:
@@ -747,13 +752,13 @@ def _print_build(result: Any) -> None:
 
     if result.report is None:
         console.print(
-            f"{result.name}: {result.status} ({result.manifest_path}; sha256 verified)",
+            escape(f"{result.name}: {result.status} ({result.manifest_path}; sha256 verified)"),
             highlight=False,
             soft_wrap=True,
         )
         return
     report = result.report
-    table = Table(title=f"gate: {result.name} - passed")
+    table = Table(title=escape(f"gate: {result.name} - passed"))
     for column in ("inputs", "output", "max |diff|", "age max |diff|", "age mean |diff|"):
         table.add_column(column, justify="right")
     for label, diffs in report.max_abs_diff.items():
@@ -770,15 +775,17 @@ def _print_build(result: Any) -> None:
     real = report.real_faces
     if real.get("mae") is not None:
         console.print(
-            f"real faces ({real['dir']}, {real['n']}): MAE {real['mae']:.2f}, "
+            f"real faces ({escape(str(real['dir']))}, {real['n']}): MAE {real['mae']:.2f}, "
             f"CS@5 {real['cs5']:.3f}"
             + (f" (reference MAE {real['reference_mae']:.2f})" if "reference_mae" in real else ""),
             highlight=False,
         )
     console.print(f"checks: {', '.join(report.checks)}", highlight=False)
     console.print(
-        f"{result.name}: {result.status} -> {result.manifest_path} "
-        f"(parity / MAE {gate_summary(result.spec.extra)})",
+        escape(
+            f"{result.name}: {result.status} -> {result.manifest_path} "
+            f"(parity / MAE {gate_summary(result.spec.extra)})"
+        ),
         highlight=False,
         soft_wrap=True,
     )

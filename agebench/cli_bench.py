@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from agebench.cli import run_options
@@ -135,11 +136,11 @@ def bench(
     @friendly_errors
     def go() -> dict[str, Any]:
         with console.status("bench") as status:
-            return run_bench(config, progress=lambda message: status.update(message))
+            return run_bench(config, progress=lambda message: status.update(escape(message)))
 
     result = go()
     console.print(bench_table(result))
-    console.print(f"bench.json: {out / 'bench.json'}", soft_wrap=True)
+    console.print(f"bench.json: {escape(str(out / 'bench.json'))}", soft_wrap=True)
 
 
 def _memory(images: Path, out: Path, sizes_text: str) -> None:
@@ -177,7 +178,7 @@ def _memory(images: Path, out: Path, sizes_text: str) -> None:
         out / "memory.json",
         {"schema": "agebench.bench-memory/2", "runs": runs["predict"], "eval_runs": runs["eval"]},
     )
-    console.print(f"memory.json: {out / 'memory.json'}", soft_wrap=True)
+    console.print(f"memory.json: {escape(str(out / 'memory.json'))}", soft_wrap=True)
 
 
 def bench_table(result: dict[str, Any]) -> Table:
@@ -186,13 +187,13 @@ def bench_table(result: dict[str, Any]) -> Table:
         f"agebench bench: {result['model']['name']} on {machine['cores']} cores "
         f"({machine['cpu']}{', ' + machine['gpu'] if machine.get('gpu') else ''})"
     )
-    table = Table(title=title)
+    table = Table(title=escape(title))
     for column in ("", "measurement", "images", "images/s", "MAE"):
         table.add_column(column, justify="left" if column in ("", "measurement") else "right")
     for key, row in result["rows"].items():
         table.add_row(
-            key,
-            row["label"],
+            escape(key),
+            escape(row["label"]),
             str(row["images"]),
             f"{row['images_per_second']:.1f}" if row["images_per_second"] else "-",
             f"{row['mae']:.2f}" if row.get("mae") is not None else "",
@@ -219,7 +220,7 @@ def bench_table(result: dict[str, Any]) -> Table:
         lines.append(
             f"shared-core limit 1/(1/c + 1/d) = {ratios['limit_images_per_second']:.1f} images/s"
         )
-    table.caption = "; ".join(lines)
+    table.caption = escape("; ".join(lines))
     return table
 
 

@@ -167,7 +167,7 @@ def _compare(
 
     def on_progress(item: str, event: str, amount: int) -> None:
         if item not in tasks:
-            tasks[item] = bars.add_task(f"eval {item}", total=None)
+            tasks[item] = bars.add_task(escape(f"eval {item}"), total=None)
         if event == "total":
             bars.update(tasks[item], total=amount)
         else:
@@ -187,7 +187,9 @@ def _compare(
     comparison = outcome.comparison
     for run, reused in zip(comparison["runs"], outcome.reused, strict=True):
         how = "read" if reused is None else ("reused" if reused else "evaluated")
-        console.print(f"{how}: {run['label']}  {run['path']}", highlight=False, soft_wrap=True)
+        console.print(
+            escape(f"{how}: {run['label']}  {run['path']}"), highlight=False, soft_wrap=True
+        )
     console.print(ranking_table(comparison))
     console.print(models_table(comparison))
     if len(comparison["pairs"]) <= MAX_PAIRS_PRINTED:
@@ -199,7 +201,9 @@ def _compare(
         "model (listed in the report)",
         highlight=False,
     )
-    console.print(f"report: {outcome.out / 'report.html'}", soft_wrap=True, highlight=False)
+    console.print(
+        f"report: {escape(str(outcome.out / 'report.html'))}", soft_wrap=True, highlight=False
+    )
 
 
 # --- terminal tables -----------------------------------------------------------------------------
@@ -328,7 +332,7 @@ def pairs_table(comparison: dict[str, Any]) -> Table:
             escape(p["a"]),
             escape(p["b"]),
             _fmt(p.get("mae_diff"), "+.2f"),
-            f"[{_fmt(ci[0], '+.2f')}, {_fmt(ci[1], '+.2f')}]",
+            escape(f"[{_fmt(ci[0], '+.2f')}, {_fmt(ci[1], '+.2f')}]"),
             ("<0.0001" if p_holm is not None and p_holm < 1e-4 else _fmt(p_holm, ".4f"))
             + ("*" if p.get("significant") else ""),
             " / ".join(_fmt(v, ".0%") for v in shares),

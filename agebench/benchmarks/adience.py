@@ -34,12 +34,12 @@ from pathlib import Path
 
 from agebench.benchmarks.common import (
     iter_image_files,
-    missing_image_problems,
     option_choice,
     read_table,
     rel,
     require_dir,
     require_file,
+    resolve_images,
     unlabelled_image_problems,
 )
 from agebench.benchmarks.spec import (
@@ -185,7 +185,8 @@ def load(options: LoadOptions) -> BenchmarkData:
             )
         problems += sorted(fold_problems, key=lambda problem: problem.line or 0)
 
-    problems += missing_image_problems(records, root)
+    records, missing = resolve_images(records, root)
+    problems += missing
     on_disk = (rel(path, root) for path in iter_image_files(root / folder))
     problems += unlabelled_image_problems(on_disk, referenced)
     return BenchmarkData(records, problems, label_files)

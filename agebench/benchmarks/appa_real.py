@@ -27,13 +27,13 @@ from typing import Any
 from agebench.benchmarks.common import (
     RowError,
     iter_image_files,
-    missing_image_problems,
     number,
     option_choice,
     read_table,
     rel,
     require_dir,
     require_file,
+    resolve_images,
     unlabelled_image_problems,
 )
 from agebench.benchmarks.spec import (
@@ -104,7 +104,8 @@ def load(options: LoadOptions) -> BenchmarkData:
         for name, (file, line) in categories.sources.items()
         if name not in first_line
     ]
-    problems += missing_image_problems(records, root)
+    records, missing = resolve_images(records, root)
+    problems += missing
     on_disk = [
         rel(path, root)
         for path in iter_image_files(folder)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
+import os
 import random
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from agebench.benchmarks.spec import BenchmarkError, LabelProblem, LoadOptions, Record
@@ -33,6 +36,34 @@ def require_dir(path: Path, what: str) -> Path:
     return path
 
 
+#: a label file with a NUL byte in its first block is no text (a zip, an image, a .mat)
+_BINARY_PROBE = 8192
+
+
+def read_label_text(path: Path, what: str = "label file") -> str:
+    """The whole text of a label file, decoded as UTF-8 (a BOM dropped).
+
+    Every text label file goes through here so that a file which is not UTF-8 text is one
+    line naming the file, the line and the byte, never a ``UnicodeDecodeError`` traceback.
+    Latin-1 (or any other 8-bit) text is refused rather than guessed at: its non-ASCII bytes
+    sit in image names, and a guessed decoding would name files that are not on disk.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise BenchmarkError(f"{path}: cannot read {what}: {error.strerror}") from None
+    if b"\0" in data[:_BINARY_PROBE]:
+        raise BenchmarkError(f"{path}: {what} is a binary file, not text")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        byte = data[error.start : error.start + 1].hex()
+        raise BenchmarkError(
+            f"{path}:{line}: {what} is not UTF-8 text (byte 0x{byte}); save it as UTF-8"
+        ) from None
+
+
 def read_table(
     path: Path,
     *,
@@ -46,38 +77,34 @@ def read_table(
     nothing could be scored. A row with the wrong number of fields is a problem, not a crash.
     """
     name = rel(path, root) if path.is_relative_to(root) else str(path)
-    try:
-        handle = open(path, newline="", encoding="utf-8-sig")  # noqa: SIM115 - closed below
-    except OSError as error:
-        raise BenchmarkError(f"{path}: cannot read label file: {error.strerror}") from None
+    text = read_label_text(path)
     rows: list[tuple[int, dict[str, str]]] = []
     problems: list[LabelProblem] = []
-    with handle:
-        reader = csv.reader(handle, delimiter=delimiter)
-        try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise BenchmarkError(f"{path}: label file is empty") from None
-        except csv.Error as error:
-            raise BenchmarkError(f"{path}: not a readable table: {error}") from None
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise BenchmarkError(
-                f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(header)}"
-            )
-        try:
-            for fields in reader:
-                line = reader.line_num
-                if not fields or all(not f.strip() for f in fields):
-                    continue
-                if len(fields) != len(header):
-                    problems.append(
-                        LabelProblem(name, line, f"{len(fields)} fields, header has {len(header)}")
-                    )
-                    continue
-                rows.append((line, {h: f.strip() for h, f in zip(header, fields, strict=True)}))
-        except csv.Error as error:
-            problems.append(LabelProblem(name, reader.line_num, f"unreadable row: {error}"))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise BenchmarkError(f"{path}: label file is empty") from None
+    except csv.Error as error:
+        raise BenchmarkError(f"{path}: not a readable table: {error}") from None
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise BenchmarkError(
+            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(header)}"
+        )
+    try:
+        for fields in reader:
+            line = reader.line_num
+            if not fields or all(not f.strip() for f in fields):
+                continue
+            if len(fields) != len(header):
+                problems.append(
+                    LabelProblem(name, line, f"{len(fields)} fields, header has {len(header)}")
+                )
+                continue
+            rows.append((line, {h: f.strip() for h, f in zip(header, fields, strict=True)}))
+    except csv.Error as error:
+        problems.append(LabelProblem(name, reader.line_num, f"unreadable row: {error}"))
     return rows, problems
 
 
@@ -109,31 +136,98 @@ def iter_image_files(folder: Path) -> Iterator[Path]:
             yield path
 
 
-def case_insensitive_index(paths: Iterable[Path], root: Path) -> dict[str, str]:
-    """lower-cased relative path -> actual relative path (FG-NET mixes .JPG and .jpg)."""
-    return {rel(p, root).lower(): rel(p, root) for p in paths}
+def _missing(record: Record, why: str) -> LabelProblem:
+    file, _, line = record.source.rpartition(":")
+    return LabelProblem(
+        file or record.source,
+        int(line) if line.isdigit() else None,
+        f"label for {record.image}, but {why}",
+    )
 
 
-def missing_image_problems(records: Sequence[Record], root: Path) -> list[LabelProblem]:
-    """Labels whose image is absent. The records stay: they count, as failures."""
-    problems = []
+class CaseResolver:
+    """Finds the one file a label names when only the letter case differs.
+
+    Published label files and archives disagree on case (FaceBase's FG-NET JSON says
+    ``009A16b.jpg`` where FGNET.zip has ``009A16b.JPG``). A path that exists exactly is taken as
+    is (one stat); only a missing one is looked up, component by component, ignoring case. Each
+    folder is listed once and its names cached, so resolving thousands of paths stays cheap.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._listings: dict[str, dict[str, list[str]]] = {}
+
+    def _listing(self, folder: str) -> dict[str, list[str]]:
+        if folder not in self._listings:
+            names: dict[str, list[str]] = {}
+            try:
+                with os.scandir(self.root / folder if folder else self.root) as entries:
+                    for entry in entries:
+                        names.setdefault(entry.name.lower(), []).append(entry.name)
+            except OSError:
+                pass
+            self._listings[folder] = {key: sorted(value) for key, value in names.items()}
+        return self._listings[folder]
+
+    def resolve(self, image: str) -> tuple[str | None, list[str]]:
+        """(the actual relative path, []) when exactly one file matches ignoring case;
+        (None, candidates) when several do; (None, []) when none does."""
+        folder = ""
+        parts = image.split("/")
+        for index, part in enumerate(parts):
+            matches = self._listing(folder).get(part.lower(), [])
+            if part in matches:
+                matches = [part]  # an exact name wins over its case variants
+            if len(matches) != 1:
+                if len(matches) > 1:
+                    rest = "/".join(parts[index + 1 :])
+                    joined = [posix_join(folder, m, rest) for m in matches]
+                    return None, joined
+                return None, []
+            folder = posix_join(folder, matches[0])
+        return (folder if (self.root / folder).is_file() else None), []
+
+
+def posix_join(*parts: str) -> str:
+    return "/".join(part for part in parts if part)
+
+
+def resolve_images(
+    records: Sequence[Record], root: Path
+) -> tuple[list[Record], list[LabelProblem]]:
+    """Records whose image path is fixed up where only its letter case was wrong, and a
+    problem for every label whose image is still missing (the record stays: a failure) or
+    matches several files ignoring case (ambiguous: named, never guessed)."""
+    resolver = CaseResolver(root)
+    resolved: list[Record] = []
+    problems: list[LabelProblem] = []
     for record in records:
-        if not (root / record.image).is_file():
-            file, _, line = record.source.rpartition(":")
-            problems.append(
-                LabelProblem(
-                    file or record.source,
-                    int(line) if line.isdigit() else None,
-                    f"label for {record.image}, but the image is missing",
-                )
-            )
-    return problems
+        if (root / record.image).is_file():
+            resolved.append(record)
+            continue
+        actual, candidates = resolver.resolve(record.image)
+        if actual is not None:
+            resolved.append(replace(record, image=actual))
+            continue
+        resolved.append(record)
+        why = (
+            f"several files match it ignoring case: {', '.join(candidates)}"
+            if candidates
+            else "the image is missing"
+        )
+        problems.append(_missing(record, why))
+    return resolved, problems
 
 
 def unlabelled_image_problems(images: Iterable[str], labelled: set[str]) -> list[LabelProblem]:
-    """Images no label row mentions: reported, never guessed at."""
+    """Images no label row mentions: reported, never guessed at. Letter case is ignored, as
+    :func:`resolve_images` ignores it when a label's own spelling is missing."""
+    known = {name.lower() for name in labelled}
     return [
-        LabelProblem(image, None, "image has no label") for image in images if image not in labelled
+        LabelProblem(image, None, "image has no label")
+        for image in images
+        if image not in labelled and image.lower() not in known
     ]
 
 

@@ -27,12 +27,13 @@ from typing import Any
 
 from agebench.benchmarks.common import (
     RowError,
-    missing_image_problems,
     number,
+    read_label_text,
     read_table,
     rel,
     require_dir,
     require_file,
+    resolve_images,
 )
 from agebench.benchmarks.spec import (
     BenchmarkData,
@@ -83,12 +84,12 @@ def resolve_labels(options: LoadOptions, default: str | None, what: str) -> Path
 
 def read_header(path: Path, delimiter: str = ",") -> list[str]:
     """The stripped header of a delimited file (UTF-8 BOM dropped); empty or unreadable is fatal."""
+    first_line = read_label_text(path).splitlines()[:1]
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            return [name.strip() for name in next(csv.reader(handle, delimiter=delimiter))]
+        return [name.strip() for name in next(csv.reader(first_line, delimiter=delimiter))]
     except StopIteration:
         raise BenchmarkError(f"{path}: label file is empty") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
+    except csv.Error as error:
         raise BenchmarkError(f"{path}: cannot read label file: {error}") from None
 
 
@@ -266,7 +267,8 @@ def load(options: LoadOptions) -> BenchmarkData:
             )
         )
     problems.sort(key=lambda problem: problem.line or 0)  # file order
-    problems += missing_image_problems(records, root)
+    records, missing = resolve_images(records, root)
+    problems += missing
     return BenchmarkData(records, problems, [path])
 
 

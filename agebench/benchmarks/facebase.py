@@ -19,7 +19,8 @@ five subject-exclusive splits use them as
 CLAP2016 (ChaLearn 2016) and CACD2000 keep their own single split as folders 0/1/2
 (train/val/test), whichever ``splitN`` is asked. FG-NET's folder is its subject (1-82, for
 leave-one-person-out), so it is scored with ``--protocol all`` (every entry, fold = folder),
-which is also how the authors' benchmark files use every other database for cross-dataset
+the protocol used when none is given for a database holding FG-NET. ``all`` has no split. It is
+also how the authors' benchmark files use every other database for cross-dataset
 testing.
 
 ``age`` is completed years and -1 means unknown (reported, skipped). In CLAP2016 ``age`` is the
@@ -43,7 +44,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agebench.benchmarks.common import RowError, missing_image_problems, number
+from agebench.benchmarks.common import RowError, number, read_label_text, resolve_images
 from agebench.benchmarks.csv_generic import image_path, images_base, label_name, resolve_labels
 from agebench.benchmarks.spec import (
     BenchmarkData,
@@ -75,23 +76,23 @@ CORNERS = 8
 
 def load(options: LoadOptions) -> BenchmarkData:
     root = options.root
-    protocol = options.protocol or SPEC.default_protocol
     if options.labels is None:
         raise BenchmarkError(
             f"{root}: --labels is required: the database JSON to score ({_found_json(root)})"
         )
-    if protocol == "all" and options.split is not None:
-        raise BenchmarkError("facebase: --protocol all scores every entry; omit --split")
-    split = options.split or SPEC.splits[0]
     path = resolve_labels(options, None, "facebase database JSON")
     name = label_name(path, root)
     entries = _read(path)
     base = images_base(options)
     databases = {str(entry.get("database")) for entry in entries if isinstance(entry, dict)}
+    protocol = options.protocol or _default_protocol(databases)
+    if protocol == "all" and options.split is not None:
+        raise BenchmarkError("facebase: --protocol all scores every entry; omit --split")
+    split = options.split or SPEC.default_split_for(protocol)
     if protocol != "all" and databases & PER_SUBJECT:
         raise BenchmarkError(
             f"{path}: FG-NET's folders are its subjects (leave-one-person-out); use "
-            "--protocol all (fold = subject)"
+            "--protocol all (fold = subject), or give no --protocol"
         )
     wanted = _folders(protocol, split, databases)
 
@@ -141,8 +142,16 @@ def load(options: LoadOptions) -> BenchmarkData:
                 attributes=attributes,
             )
         )
-    problems += missing_image_problems(records, root)
-    return BenchmarkData(records, problems, [path])
+    records, missing = resolve_images(records, root)
+    problems += missing
+    return BenchmarkData(records, problems, [path], protocol=protocol, split=split)
+
+
+def _default_protocol(databases: set[str]) -> str:
+    """What no --protocol means: the paper's split0, except for a database whose folders are
+    its subjects (FG-NET), which only ``all`` (fold = subject, leave-one-person-out) can
+    score; asking the user to type it would only make the default fail."""
+    return "all" if databases & PER_SUBJECT else SPEC.default_protocol
 
 
 def _found_json(root: Path) -> str:
@@ -156,13 +165,11 @@ def _found_json(root: Path) -> str:
 
 
 def _read(path: Path) -> list[Any]:
+    text = read_label_text(path, "database JSON")
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)  # NaN, as pandas writes it, is accepted
-    except OSError as error:
-        raise BenchmarkError(f"{path}: cannot read database: {error.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise BenchmarkError(f"{path}: not a JSON database: {error}") from None
+        data = json.loads(text)  # NaN, as pandas writes it, is accepted
+    except json.JSONDecodeError as error:
+        raise BenchmarkError(f"{path}:{error.lineno}: not a JSON database: {error.msg}") from None
     if not isinstance(data, list):
         raise BenchmarkError(
             f"{path}: expected a JSON list of entries (a facebase database), got a "
@@ -171,8 +178,8 @@ def _read(path: Path) -> list[Any]:
     return data
 
 
-def _folders(protocol: str, split: str, databases: set[str]) -> set[int] | None:
-    if protocol == "all":
+def _folders(protocol: str, split: str | None, databases: set[str]) -> set[int] | None:
+    if protocol == "all" or split is None:
         return None
     parts = FIXED if databases and databases <= FIXED_SPLIT else SPLITS[protocol]
     return set(parts[SPLIT_NAMES.index(split)])
@@ -278,7 +285,10 @@ Source of each record: <file>#<0-based index in the list>.
             )
             for name, parts in SPLITS.items()
         },
-        "all": "every entry whatever its folder (cross-dataset testing; FG-NET), no --split",
+        "all": (
+            "every entry whatever its folder (cross-dataset testing; FG-NET, where it is the "
+            "default), no --split"
+        ),
     },
     splits=SPLIT_NAMES[::-1],
     targets=("age", "apparent_age"),
@@ -287,6 +297,7 @@ Source of each record: <file>#<0-based index in the list>.
     ),
     default_faces="box",
     loader=load,
+    unsplit_protocols=("all",),
     options={"images": "folder under the root img_path is relative to (default the root)"},
     notes=(
         "The box is the hull of the aligned square, which is already loose (about 1.5x a "

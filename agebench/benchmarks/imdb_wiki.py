@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from agebench.benchmarks.common import RowError, missing_image_problems, option_choice
+from agebench.benchmarks.common import RowError, option_choice, resolve_images
 from agebench.benchmarks.csv_generic import label_name, resolve_labels
 from agebench.benchmarks.spec import (
     BenchmarkData,
@@ -150,7 +150,8 @@ def load(options: LoadOptions) -> BenchmarkData:
         for key in FILTERS
         if filtered[key]
     ]
-    problems += missing_image_problems(records, root)
+    records, missing = resolve_images(records, root)
+    problems += missing
     return BenchmarkData(records, problems, [path])
 
 

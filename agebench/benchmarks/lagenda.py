@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from agebench.benchmarks.common import RowError, missing_image_problems, number, read_table
+from agebench.benchmarks.common import RowError, number, read_table, resolve_images
 from agebench.benchmarks.csv_generic import (
     AGE_RANGE,
     image_path,
@@ -125,7 +125,8 @@ def _load(options: LoadOptions, default: str | None, what: str) -> BenchmarkData
                 "annotated for detection only",
             )
         )
-    problems += missing_image_problems(records, root)
+    records, missing = resolve_images(records, root)
+    problems += missing
     return BenchmarkData(records, problems, [path])
 
 

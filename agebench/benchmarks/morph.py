@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from agebench.benchmarks.common import RowError, missing_image_problems, number, read_table
+from agebench.benchmarks.common import RowError, number, read_table, resolve_images
 from agebench.benchmarks.csv_generic import (
     find_column,
     image_path,
@@ -145,7 +145,8 @@ def load(options: LoadOptions) -> BenchmarkData:
             )
         )
     problems.sort(key=lambda problem: problem.line or 0)  # file order
-    problems += missing_image_problems(records, root)
+    records, missing = resolve_images(records, root)
+    problems += missing
     return BenchmarkData(records, problems, [path])
 
 

@@ -68,6 +68,11 @@ class BenchmarkData:
     records: list[Record]
     problems: list[LabelProblem] = field(default_factory=list)
     label_files: list[Path] = field(default_factory=list)
+    #: the protocol and split the records follow. A loader sets ``protocol`` only when the
+    #: data decided it (no --protocol given and only one protocol fits, FaceBase's FG-NET);
+    #: :meth:`BenchmarkSpec.load` fills in the rest, so the caller never guesses either
+    protocol: str | None = None
+    split: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,9 @@ class BenchmarkSpec:
     notes: str = ""
     #: when options change what the images are (``crop=original``, the csv's ``crop=``)
     crops_for_options: Callable[[Mapping[str, Any]], ReadyCrop] | None = None
+    #: protocols that score every entry whatever its split (FaceBase's ``all``): they have
+    #: no split, so none is defaulted and one given is refused
+    unsplit_protocols: tuple[str, ...] = ()
 
     def ready_crop(self, options: Mapping[str, Any]) -> ReadyCrop:
         return self.crops_for_options(options) if self.crops_for_options else self.crops
@@ -146,7 +154,14 @@ class BenchmarkSpec:
 
     @property
     def default_split(self) -> str | None:
-        return self.splits[0] if self.splits else None
+        """The split used when none is given, under the default protocol."""
+        return self.default_split_for(self.default_protocol)
+
+    def default_split_for(self, protocol: str) -> str | None:
+        """The split used when none is given: the first, unless ``protocol`` has none."""
+        if protocol in self.unsplit_protocols or not self.splits:
+            return None
+        return self.splits[0]
 
     def load(self, options: LoadOptions) -> BenchmarkData:
         """Validate the generic options, then run the loader."""
@@ -162,10 +177,18 @@ class BenchmarkSpec:
                 f"{self.name}: unknown protocol {options.protocol!r}; "
                 f"protocols: {', '.join(self.protocols)}"
             )
+        if options.split is not None and options.protocol in self.unsplit_protocols:
+            raise BenchmarkError(
+                f"{self.name}: --protocol {options.protocol} scores every entry; omit --split"
+            )
         unknown = set(options.options) - set(self.options)
         if unknown:
             known = ", ".join(self.options) or "none"
             raise BenchmarkError(
                 f"{self.name}: unknown --option {', '.join(sorted(unknown))}; known: {known}"
             )
-        return self.loader(options)
+        data = self.loader(options)
+        data.protocol = data.protocol or options.protocol or self.default_protocol
+        if data.split is None:
+            data.split = options.split or self.default_split_for(data.protocol)
+        return data

@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +26,7 @@ from agebench.config import DetectConfig
 from agebench.errors import AgebenchError
 from agebench.faces.detect import FaceDetector
 from agebench.findings import eval_findings
-from agebench.metrics import compute_group_metrics, compute_metrics
+from agebench.metrics import compute_group_metrics, compute_metrics, predicted_group
 from agebench.models.catalog import DEFAULT_MODEL, resolve_model
 from agebench.models.manifest import ModelSpec, spec_digest
 from agebench.models.predictor import Backend, Device, Predictor, Tuning, available_cores
@@ -143,12 +144,10 @@ class EvalRun:
     def __init__(self, config: EvalConfig) -> None:
         self.config = config
         self.bench = get_benchmark(config.bench)
-        self.protocol = config.protocol or self.bench.default_protocol
-        self.split = config.split or self.bench.default_split
         options = LoadOptions(
             root=config.root,
-            split=self.split,
-            protocol=self.protocol,
+            split=config.split,
+            protocol=config.protocol,
             labels=config.labels,
             columns=dict(config.columns),
             folds=config.folds,
@@ -156,6 +155,9 @@ class EvalRun:
             options=dict(config.options),
         )
         self.data = self.bench.load(options)
+        # the benchmark decides what no --protocol/--split means (a protocol may have no split)
+        self.protocol = self.data.protocol or self.bench.default_protocol
+        self.split = self.data.split
         if not self.data.records:
             detail = (
                 f" ({len(self.data.problems)} label problems, first: {self.data.problems[0]})"
@@ -363,7 +365,7 @@ class EvalRun:
             record = self.data.records[item.key]
             if item.status == "failed" and not item.path.exists():
                 item.status = "missing"
-            row = _row(record, item, item.sha256, spec, run_id)
+            row = _row(record, item, item.sha256, spec, run_id, self.bench.groups)
             partial.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
             done[_record_key(record)] = _ScoringRow(row)
             count += 1
@@ -471,7 +473,12 @@ class EvalRun:
 
 
 def _row(
-    record: Record, item: PreparedImage, sha: str | None, spec: ModelSpec, run_id: str
+    record: Record,
+    item: PreparedImage,
+    sha: str | None,
+    spec: ModelSpec,
+    run_id: str,
+    groups: Sequence[tuple[float, float]] = (),
 ) -> dict[str, Any]:
     face = item.faces[0] if item.faces else {}
     pred_group = face.get("age_group")
@@ -499,15 +506,23 @@ def _row(
         "model": {"name": spec.name, "sha256": spec.sha256},
         "run": run_id,
     }
+    if groups:
+        # the group the metrics score (metrics.predicted_group, the one definition): the
+        # model's own group where the benchmark has it, else the group its age falls in
+        index = predicted_group(row, groups) if item.status == "ok" else None
+        row["pred_group"] = None if index is None else _group_label(groups[index])
     return row
 
 
+#: two numbers in a group label: "25-32", "(25, 32)", "25 to 32"
+_GROUP_LABEL = re.compile(r"^\D*?(\d+(?:\.\d+)?)\D+?(\d+(?:\.\d+)?)\D*$")
+
+
 def _parse_group(label: str) -> list[float] | None:
-    low, sep, high = label.partition("-")
-    try:
-        return [float(low), float(high)] if sep else None
-    except ValueError:
-        return None
+    """A group head's label as [low, high]; None for one that names no range ("60+"), whose
+    row then falls back to the head's age (the group's midpoint) when mapped to groups."""
+    match = _GROUP_LABEL.match(label.strip())
+    return [float(match[1]), float(match[2])] if match else None
 
 
 #: what the metrics and the report read of a row: only these stay in memory during a run. The

@@ -17,7 +17,6 @@ from agebench.benchmarks.spec import Record
 from agebench.metrics import compute_metrics
 from agebench.runner.evaluate import _read_partial, _rows_in_order, _ScoringRow
 
-
 RUN = "0123456789abcdef"
 
 

@@ -118,10 +118,15 @@ def test_fg_net_folders_are_subjects_so_only_protocol_all(tmp_path: Path) -> Non
          "database": "FG-NET", "folder": 34, "aligned_bbox": []},
     ]  # fmt: skip
     make_facebase(tmp_path, entries, file="FG-Net_aligned.json")
-    with pytest.raises(BenchmarkError, match=r"leave-one-person-out.*--protocol all"):
-        SPEC.load(LoadOptions(root=tmp_path, labels=Path("FG-Net_aligned.json")))
+    # no --protocol: FG-NET can only be scored with 'all', so that is what it gets
+    default = SPEC.load(LoadOptions(root=tmp_path, labels=Path("FG-Net_aligned.json")))
+    assert (default.protocol, default.split) == ("all", None)
+    assert [(r.subject, r.fold) for r in default.records] == [("9", "9"), ("34", "34")]
     data = SPEC.load(LoadOptions(root=tmp_path, labels=Path("FG-Net_aligned.json"), protocol="all"))
     assert [(r.subject, r.fold) for r in data.records] == [("9", "9"), ("34", "34")]
+    # a split protocol asked for explicitly is still refused, with the reason
+    with pytest.raises(BenchmarkError, match=r"leave-one-person-out.*--protocol all"):
+        SPEC.load(LoadOptions(root=tmp_path, labels=Path("FG-Net_aligned.json"), protocol="split0"))
 
 
 def test_bad_entries_are_problems_not_crashes(tmp_path: Path) -> None:
