@@ -40,7 +40,7 @@ def _finishes(fn, *args, **kwargs):
     def target() -> None:
         try:
             box["value"] = fn(*args, **kwargs)
-        except BaseException as error:  # noqa: BLE001 - handed to the test
+        except BaseException as error:  # handed to the test
             box["error"] = error
 
     thread = threading.Thread(target=target, daemon=True)
@@ -112,7 +112,9 @@ def test_size_cap_is_a_parameter(tmp_path: Path, jpeg: bytes) -> None:
     path = tmp_path / "a.jpg"
     path.write_bytes(jpeg)
     assert read_image_bytes(path, max_bytes=len(jpeg)) == jpeg
-    with pytest.raises(ImageDecodeError, match="file too large: .* exceeds the limit of 100 bytes"):
+    with pytest.raises(
+        ImageDecodeError, match=r"file too large: .* exceeds the limit of 100 bytes"
+    ):
         decode_image(path, max_bytes=100)
     assert fileread.DEFAULT_MAX_FILE_BYTES == 256 * 2**20
 
@@ -190,7 +192,7 @@ def test_predict_on_a_fifo_photo_and_a_hostile_folder_exits(tmp_path: Path, jpeg
         assert "Corrupt JPEG" not in run.stderr
         summary = json.loads((out / "summary.json").read_text())
         errors = {Path(f["image"]).name: f["error"] for f in summary["failures"]}
-        assert errors["fifo.jpg"] == "not a regular file (FIFO)"
+        assert "not a regular file (FIFO)" in errors.values()
     assert errors == {
         "fifo.jpg": "not a regular file (FIFO)",
         "loop.jpg": "symlink loop",
@@ -246,3 +248,74 @@ def test_decoder_prints_nothing(tmp_path: Path, jpeg: bytes) -> None:
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+# ------------------------------------------------------------- section 3: bounded memory
+
+
+def _big_photo(path: Path, chips: list[Path]) -> None:
+    """15000 x 11200 (168 MP, ~3 MB as JPEG): three real chips, 8x enlarged, on a gradient."""
+    background = Image.linear_gradient("L").resize((150, 112)).convert("RGB")
+    photo = background.resize((15000, 11200), Image.BILINEAR)
+    for i, chip in enumerate(chips):
+        with Image.open(chip) as image:
+            face = image.convert("RGB").resize((1600, 1600), Image.BICUBIC)
+        photo.paste(face, (1500 + i * 4500, 3000 + 2000 * (i % 2)))
+    photo.save(path, quality=85)
+
+
+def _predict_peak_mib(folder: Path, out: Path) -> tuple[float, list[dict]]:
+    """``agebench predict`` in a child process whose peak RSS (VmHWM) it reports."""
+    code = (
+        "import resource, subprocess, sys\n"
+        "run = subprocess.run([sys.executable, '-m', 'agebench', 'predict', sys.argv[1],"
+        " '--out', sys.argv[2]], capture_output=True, text=True)\n"
+        "print(run.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        "sys.stderr.write(run.stderr)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(folder), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=REPO,
+    )
+    status, kib = run.stdout.split()
+    assert status == "0", run.stderr
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    return int(kib) / 1024, rows
+
+
+@pytest.mark.slow
+def test_detection_over_168_megapixel_photos_stays_under_1_5_gb(
+    tmp_path: Path, face_chips: list[Path]
+) -> None:
+    """Before: 1.8 GiB for one such photo, 2.7 GiB for three (5.6 GB on the issue's machine).
+    The ages of the enlarged faces stay those of the same chips in a normal-size photo."""
+    chips = face_chips[:3]
+    folder = tmp_path / "big"
+    folder.mkdir()
+    _big_photo(folder / "big0.jpg", chips)
+    for i in (1, 2):
+        (folder / f"big{i}.jpg").write_bytes((folder / "big0.jpg").read_bytes())
+    peak, rows = _predict_peak_mib(folder, tmp_path / "out")
+    assert peak < 1536, f"peak RSS {peak:.0f} MiB"
+    assert len(rows) == 9 and all(r["status"] == "ok" for r in rows)
+    normal = tmp_path / "normal"
+    normal.mkdir()
+    for i, chip in enumerate(chips):  # the same enlarged faces in 2400 x 2000 photos, which
+        # are decoded at full size and cropped exactly as before this change
+        photo = Image.linear_gradient("L").resize((2400, 2000)).convert("RGB")
+        with Image.open(chip) as image:
+            photo.paste(image.convert("RGB").resize((1600, 1600), Image.BICUBIC), (400, 200))
+        photo.save(normal / f"n{i}.jpg", quality=85)
+    _, reference = _predict_peak_mib(normal, tmp_path / "ref")
+    expected = {r["image"]: r["age"] for r in reference}
+    by_x = sorted((r for r in rows if r["image"] == "big0.jpg"), key=lambda r: r["box"][0])
+    for i, row in enumerate(by_x):
+        x1, y1 = row["box"][:2]
+        assert abs(x1 - (1500 + i * 4500)) < 400 and abs(y1 - (3000 + 2000 * (i % 2))) < 400
+        # 3.5 years: the full-size reference crops a 1600 px face with warp's 8x supersampling
+        # cap (16 px per crop px: aliased); the DCT-reduced source does not alias. Measured
+        # before this change on the same 168 MP photo: ages within 0.13 of these.
+        assert row["age"] == pytest.approx(expected[f"n{i}.jpg"], abs=3.5)
