@@ -94,19 +94,29 @@ class FaceDetector:
         """Faces in an H x W x 3 uint8 RGB photo, largest first."""
         return self.detect_many([rgb])[0]
 
-    def detect_many(self, images: list[np.ndarray]) -> list[list[Face]]:
-        """``detect`` on each photo, with same-size photos (and their retries) batched."""
-        found = self._detect_scaled(images)
+    def detect_many(
+        self, images: list[np.ndarray], source_scales: list[float] | None = None
+    ) -> list[list[Face]]:
+        """``detect`` on each photo, with same-size photos (and their retries) batched.
+
+        ``source_scales``: each photo's reduction from the file it came from (a JPEG decoded
+        at 1/8 scale: 8), so ``min_face_size`` keeps meaning pixels of the file; the faces stay
+        in the given array's pixels.
+        """
+        scales = source_scales or [1.0] * len(images)
+        found = self._detect_scaled(images, scales)
         if self.retry_pad > 0:
             retry = [i for i, faces in enumerate(found) if not faces]
-            again = self._detect_padded([images[i] for i in retry])
+            again = self._detect_padded([images[i] for i in retry], [scales[i] for i in retry])
             for i, faces in zip(retry, again, strict=True):
                 found[i] = faces or found[i]
         return [sorted(faces, key=lambda f: f.area, reverse=True) for faces in found]
 
-    def _detect_scaled(self, images: list[np.ndarray]) -> list[list[Face]]:
+    def _detect_scaled(self, images: list[np.ndarray], sources: list[float]) -> list[list[Face]]:
         """Downscale to ``max_side``, batch by (size, minimum face size), scale faces back."""
-        prepared = [self._downscale(rgb) for rgb in images]
+        prepared = [
+            self._downscale(rgb, source) for rgb, source in zip(images, sources, strict=True)
+        ]
         groups: dict[tuple[int, int, int], list[int]] = {}
         for i, (image, _, min_size) in enumerate(prepared):
             groups.setdefault((*image.shape[:2], min_size), []).append(i)
@@ -125,7 +135,7 @@ class FaceDetector:
                     ]
         return found
 
-    def _downscale(self, rgb: np.ndarray) -> tuple[np.ndarray, float, int]:
+    def _downscale(self, rgb: np.ndarray, source: float = 1.0) -> tuple[np.ndarray, float, int]:
         height, width = rgb.shape[:2]
         scale = min(1.0, self.max_side / max(height, width))
         image = rgb
@@ -133,9 +143,10 @@ class FaceDetector:
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
             image = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
             scale = size[0] / width
-        return np.ascontiguousarray(image), scale, max(12, int(self.min_face_size * scale))
+        minimum = self.min_face_size * scale / max(1.0, source)
+        return np.ascontiguousarray(image), scale, max(12, int(minimum))
 
-    def _detect_padded(self, images: list[np.ndarray]) -> list[list[Face]]:
+    def _detect_padded(self, images: list[np.ndarray], sources: list[float]) -> list[list[Face]]:
         padded, shifts = [], []
         for rgb in images:
             height, width = rgb.shape[:2]
@@ -154,7 +165,7 @@ class FaceDetector:
                 )
                 for f in faces
             ]
-            for faces, (px, py) in zip(self._detect_scaled(padded), shifts, strict=True)
+            for faces, (px, py) in zip(self._detect_scaled(padded, sources), shifts, strict=True)
         ]
 
 

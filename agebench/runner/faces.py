@@ -14,6 +14,7 @@ from agebench.config import DetectConfig
 from agebench.faces.align import box_matrix, crop_matrix, warp
 from agebench.faces.detect import Face, FaceDetector
 from agebench.models.manifest import CropSpec
+from agebench.runner.fileread import DEFAULT_MAX_FILE_BYTES, read_image_bytes
 from agebench.runner.imageio import DecodedImage, ImageDecodeError, decode_image
 from agebench.runner.reconcile import ReadyCropPlan
 
@@ -25,6 +26,8 @@ Box = tuple[float, float, float, float]
 _MIN_IOU = 0.3
 #: reduced-size JPEG decoding stops at this multiple of the pixels the crop needs
 _DRAFT_HEADROOM = 2.0
+#: libjpeg's DCT scale denominators, coarsest first
+_DCT_FACTORS = (8, 4, 2, 1)
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,15 @@ class FacePreparer:
     """Decode, find faces (or take the given ones), crop by the model's policy.
 
     Runs in worker threads: OpenCV, Pillow's decoder and torch release the GIL.
+
+    Memory is bounded by design for large photos: a JPEG to detect faces in is decoded at the
+    DCT scale that keeps its longer side at least the detector's ``max_side`` (a 168-megapixel
+    photo decodes at 1/8, 2.6 megapixels, instead of 504 MB of pixels), faces are mapped back
+    to the file's pixels, and the crops are cut from a decode sized to the faces: the coarsest
+    DCT scale that still gives ``_DRAFT_HEADROOM`` source pixels per crop pixel (the detection
+    decode itself when that suffices). Photos whose longer side is under twice ``max_side`` are
+    decoded once at full size, exactly as before. ``strict``: a decoder warning fails the image;
+    ``max_file_bytes``: the size cap of the bounded reader.
     """
 
     def __init__(
@@ -89,6 +101,9 @@ class FacePreparer:
         detect: DetectConfig,
         detector: FaceDetector | None,
         ready: ReadyCropPlan | None = None,
+        *,
+        strict: bool = False,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     ) -> None:
         needs_detector = mode == "detect" or (mode == "box" and crop.policy == "align")
         if needs_detector and detector is None:
@@ -101,6 +116,8 @@ class FacePreparer:
         self.detect_config = detect
         self.detector = detector
         self.ready = ready
+        self.strict = strict
+        self.max_file_bytes = max_file_bytes
 
     def __call__(
         self, path: Path, relative: Path, box: Box | None = None, key: Any = None
@@ -112,36 +129,57 @@ class FacePreparer:
         decoded = [self._decode(job) for job in jobs]
         wanted = [
             i
-            for i, (_, image) in enumerate(decoded)
-            if image is not None and self._needs_detection(jobs[i])
+            for i, source in enumerate(decoded)
+            if source.image is not None and self._needs_detection(jobs[i])
         ]
         found: dict[int, list[Face] | _DetectionFailed] = {}
         if wanted:
-            images = [decoded[i][1].rgb for i in wanted]  # type: ignore[union-attr]
-            found = dict(zip(wanted, self._detect_all(images), strict=True))
-        for i, (item, image) in enumerate(decoded):
-            if image is None:
+            images = [decoded[i].image for i in wanted]
+            found = dict(zip(wanted, self._detect_all(images), strict=True))  # type: ignore[arg-type]
+        for i, source in enumerate(decoded):
+            if source.image is None:
                 continue
+            item = source.item
             try:
-                self._cut(item, image, jobs[i].box, found.get(i))
+                self._cut(source, jobs[i].box, found.get(i))
+            except ImageDecodeError as error:  # the face-sized second decode failed
+                item.status, item.error = "failed", error.reason
+                item.faces, item.crops = [], None
             except Exception as error:  # one bad image must never stop a run of millions
                 item.status = "failed"
                 item.error = f"face processing failed: {type(error).__name__}: {error}"
                 item.faces, item.crops = [], None
-        return [item for item, _ in decoded]
+            source.image = source.data = None  # free the pixels before the next image's crops
+        return [source.item for source in decoded]
 
-    def _detect_all(self, images: list[np.ndarray]) -> list[list[Face] | _DetectionFailed]:
+    def _detect_all(self, images: list[DecodedImage]) -> list[list[Face] | _DetectionFailed]:
+        """Faces in each image, in the file's pixels (a reduced decode is scaled back)."""
         assert self.detector is not None
+        detector = self.detector
+        arrays = [image.rgb for image in images]
+        scales = [float(image.scale) for image in images]
+        reduced = any(scale != 1.0 for scale in scales)
+
+        def detect_many(batch: list[np.ndarray], at: list[float]) -> list[list[Face]]:
+            if not reduced:  # the plain protocol: tests' stand-ins implement only this
+                return list(detector.detect_many(batch))
+            return list(detector.detect_many(batch, source_scales=at))
+
         try:
-            return list(self.detector.detect_many(images))
+            found: list[list[Face] | _DetectionFailed] = list(detect_many(arrays, scales))
         except Exception:  # isolate the image that breaks detection instead of the chunk
-            results: list[list[Face] | _DetectionFailed] = []
-            for rgb in images:
+            found = []
+            for rgb, scale in zip(arrays, scales, strict=True):
                 try:
-                    results.append(self.detector.detect(rgb))
+                    found.append(
+                        detector.detect(rgb) if not reduced else detect_many([rgb], [scale])[0]
+                    )
                 except Exception as error:
-                    results.append(_DetectionFailed(error))
-            return results
+                    found.append(_DetectionFailed(error))
+        return [
+            faces if isinstance(faces, _DetectionFailed) else _to_file_pixels(faces, image.scale)
+            for faces, image in zip(found, images, strict=True)
+        ]
 
     def _needs_detection(self, job: Job) -> bool:
         if self.mode == "detect":
@@ -152,44 +190,79 @@ class FacePreparer:
             and (job.box is None or self.crop.policy == "align")
         )
 
-    def _decode(self, job: Job) -> tuple[PreparedImage, DecodedImage | None]:
+    def _decode(self, job: Job) -> _Source:
         item = PreparedImage(path=job.path, relative=job.relative, key=job.key)
-        data = None
-        if job.hash_content:
-            try:
-                data = job.path.read_bytes()
-            except OSError:
-                data = None  # decoding names the reason
-            else:
-                item.sha256 = hashlib.sha256(data).hexdigest()
         try:
-            image = decode_image(job.path, draft_size=self._draft_size(), data=data)
+            data = read_image_bytes(job.path, max_bytes=self.max_file_bytes)
         except ImageDecodeError as error:
             item.status, item.error = "failed", error.reason
-            return item, None
+            return _Source(item)
+        if job.hash_content:
+            item.sha256 = hashlib.sha256(data).hexdigest()
+        detect_side = (
+            self.detect_config.max_side
+            if self.detector is not None and self._needs_detection(job)
+            else None
+        )
+        try:
+            image = decode_image(
+                job.path,
+                draft_size=self._draft_size(),
+                draft_max_side=detect_side,
+                data=data,
+                strict=self.strict,
+            )
+        except ImageDecodeError as error:
+            item.status, item.error = "failed", error.reason
+            return _Source(item)
         item.notes = list(image.notes)
         item.width, item.height = (
             image.full_size if image.full_size[0] else (image.width, image.height)
         )
-        return item, image
+        return _Source(item, image, data)
+
+    def _crop_source(
+        self, source: _Source, matrices: list[np.ndarray]
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The pixels to cut ``matrices`` (file pixels -> crop) from, and the matrices for them.
+
+        A full-size decode is used as is (crops identical to before). A reduced decode is used
+        when it still has ``_DRAFT_HEADROOM`` pixels per crop pixel for every face; otherwise
+        the file is decoded again at the coarsest DCT scale that has, never the whole photo at
+        full size unless a face needs it.
+        """
+        image = source.image
+        assert image is not None
+        if image.scale == 1:
+            return image.rgb, matrices
+        factor = min(_needed_factor(matrix, image.scale) for matrix in matrices)
+        rgb = image.rgb
+        if factor != image.scale:
+            assert source.data is not None
+            again = decode_image(
+                source.item.path, data=source.data, reduce=factor, strict=self.strict
+            )
+            rgb, factor = again.rgb, again.scale
+        return rgb, [_on_reduced(matrix, factor) for matrix in matrices]
 
     def _cut(
         self,
-        item: PreparedImage,
-        image: DecodedImage,
+        source: _Source,
         box: Box | None,
         found: list[Face] | _DetectionFailed | None,
     ) -> None:
+        item, image = source.item, source.image
+        assert image is not None
         if isinstance(found, _DetectionFailed):
             raise found.error
         if self.mode == "none":
             self._cut_ready(image, item)
         elif self.mode == "box" and box is not None:
-            self._cut_given(image, item, box, found or [])
+            self._cut_given(source, box, found or [])
         elif self.mode == "box" and self.detector is None:
             item.status, item.error = "failed", "no face box given for this image"
         else:
-            self._cut_detected(image, item, found or [])
+            self._cut_detected(source, found or [])
 
     def _draft_size(self) -> tuple[int, int] | None:
         """A ready crop is only ever shrunk to the model size: let libjpeg decode it smaller,
@@ -216,49 +289,55 @@ class FacePreparer:
         box = np.asarray(self.ready.face_box(width, height)) * (full_width / width)
         return {"index": 0, "box": _round(box), "landmarks": None, "score": None}
 
-    def _cut_given(
-        self, image: DecodedImage, item: PreparedImage, box: Box, detected: list[Face]
-    ) -> None:
+    def _cut_given(self, source: _Source, box: Box, detected: list[Face]) -> None:
         """A benchmark's own face box: aligned models still need landmarks, so the detected
         face that overlaps the box most is used; other models crop the box itself."""
+        item = source.item
         if self.crop.policy == "align":
             found = [f for f in detected if iou(f.box, box) >= _MIN_IOU]
             if not found:
                 item.status, item.error = "no_face", NO_FACE_IN_BOX
                 return
             best = max(found, key=lambda f: iou(f.box, box))
-            self._cut_faces(image, item, [best], given_box=box)
+            self._cut_faces(source, [best], given_box=box)
             return
         margin = self.crop.margin if self.crop.policy == "box" else 0.0
-        matrix = box_matrix(box, margin, self.crop.square, self.size)
-        item.crops = warp(image.rgb, matrix, self.size)[None]
+        rgb, (matrix,) = self._crop_source(
+            source, [box_matrix(box, margin, self.crop.square, self.size)]
+        )
+        item.crops = warp(rgb, matrix, self.size)[None]
         item.faces = [{"index": 0, "box": _round(box), "landmarks": None, "score": None}]
 
-    def _cut_detected(self, image: DecodedImage, item: PreparedImage, found: list[Face]) -> None:
+    def _cut_detected(self, source: _Source, found: list[Face]) -> None:
         if self.detect_config.max_faces is not None:
             found = found[: self.detect_config.max_faces]
         if not found:
-            item.status, item.error = "no_face", NO_FACE
+            source.item.status, source.item.error = "no_face", NO_FACE
             return
-        self._cut_faces(image, item, found)
+        self._cut_faces(source, found)
 
     def _cut_faces(
         self,
-        image: DecodedImage,
-        item: PreparedImage,
+        source: _Source,
         found: list[Face],
         given_box: Box | None = None,
     ) -> None:
-        crops = []
-        for index, face in enumerate(found):
-            matrix = crop_matrix(
+        item = source.item
+        width, height = item.width or 0, item.height or 0
+        matrices = [
+            crop_matrix(
                 self.crop,
                 self.size,
-                image_size=image.rgb.shape[:2],
+                image_size=(height, width),
                 box=face.box,
                 landmarks=face.landmarks,
             )
-            crops.append(warp(image.rgb, matrix, self.size))
+            for face in found
+        ]
+        rgb, matrices = self._crop_source(source, matrices)
+        crops = []
+        for index, (face, matrix) in enumerate(zip(found, matrices, strict=True)):
+            crops.append(warp(rgb, matrix, self.size))
             record: dict[str, Any] = {
                 "index": index,
                 "box": _round(face.box),
@@ -271,3 +350,51 @@ class FacePreparer:
                 record["note"] = "detected on the image padded by a black frame"
             item.faces.append(record)
         item.crops = np.stack(crops)
+
+
+@dataclass
+class _Source:
+    """One job's record, its decoded pixels and its bytes (for a second, face-sized decode)."""
+
+    item: PreparedImage
+    image: DecodedImage | None = None
+    data: bytes | None = None
+
+
+def _to_file_pixels(faces: list[Face], scale: int) -> list[Face]:
+    """Faces found on a 1/``scale`` DCT decode, in the file's pixels (continuous coordinates:
+    decoded pixel i spans file pixels [i s, (i + 1) s))."""
+    if scale == 1:
+        return faces
+    return [
+        Face(
+            tuple(float(v) * scale for v in face.box),  # type: ignore[arg-type]
+            np.asarray(face.landmarks, dtype=np.float64) * scale,
+            face.score,
+            face.padded_retry,
+        )
+        for face in faces
+    ]
+
+
+def _needed_factor(matrix: np.ndarray, available: int) -> int:
+    """The coarsest DCT factor (at most ``available``) leaving ``_DRAFT_HEADROOM`` source
+    pixels per crop pixel for this file -> crop matrix."""
+    crop_per_file = math.sqrt(abs(float(np.linalg.det(matrix[:, :2]))))
+    if crop_per_file <= 0:
+        return available
+    file_per_crop = 1.0 / crop_per_file
+    for factor in _DCT_FACTORS:
+        if factor <= available and file_per_crop / factor >= _DRAFT_HEADROOM:
+            return factor
+    return 1
+
+
+def _on_reduced(matrix: np.ndarray, factor: int) -> np.ndarray:
+    """A file -> crop matrix (pixel centres at integers) re-expressed on a 1/``factor`` decode,
+    whose pixel j is centred on file pixel ``j factor + (factor - 1) / 2``."""
+    if factor == 1:
+        return matrix
+    offset = (factor - 1) / 2.0
+    to_file = np.array([[factor, 0.0, offset], [0.0, factor, offset], [0.0, 0.0, 1.0]])
+    return matrix @ to_file

@@ -29,17 +29,37 @@ Choices worth knowing:
 from __future__ import annotations
 
 import io
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import cv2
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from agebench.errors import AgebenchError
+from agebench.runner.fileread import (
+    DEFAULT_MAX_FILE_BYTES,
+    ImageDecodeError,
+    open_regular_file,
+    read_image_bytes,
+)
+from agebench.runner.jpeg import (
+    DECODER_WARNING,
+    decode_turbo,
+    draft_factor,
+    jpeg_warning,
+    scaled_size,
+    upright_array,
+)
+
+__all__ = [
+    "DECODER_WARNING",
+    "IMAGE_EXTENSIONS",
+    "DecodedImage",
+    "ImageDecodeError",
+    "decode_image",
+    "header_pixels",
+]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 
@@ -69,22 +89,6 @@ _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
 )
 
 
-class ImageDecodeError(AgebenchError):
-    """An image that cannot be used, with the file and the cause on one printable line.
-
-    ``args`` is ``(path, reason)`` so that the error pickles across worker processes.
-    """
-
-    def __init__(self, path: Path | str, reason: str) -> None:
-        reason = " ".join(str(reason).split())
-        super().__init__(path, reason)
-        self.path = Path(path)
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
-
-
 @dataclass(frozen=True, slots=True)
 class DecodedImage:
     """An upright RGB image plus what was done to get it, so reports can explain odd results."""
@@ -98,6 +102,9 @@ class DecodedImage:
     #: (width, height) of the full-resolution upright image; differs from the array's size
     #: only when a draft decode shrank it
     full_size: tuple[int, int] = (0, 0)
+    #: the DCT scale denominator of a reduced JPEG decode (1: full size); a pixel of ``rgb``
+    #: covers ``scale x scale`` pixels of the file
+    scale: int = 1
 
 
 def decode_image(
@@ -106,24 +113,49 @@ def decode_image(
     max_pixels: int = 200_000_000,
     draft_size: tuple[int, int] | None = None,
     data: bytes | None = None,
+    strict: bool = False,
+    max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    draft_max_side: int | None = None,
+    reduce: int | None = None,
 ) -> DecodedImage:
     """Decode ``path`` to an upright, C-contiguous ``H x W x 3`` uint8 array.
 
     ``draft_size`` (width, height as displayed, i.e. after EXIF orientation) lets JPEGs decode at
     1/2, 1/4 or 1/8 scale inside libjpeg, far faster for large photos; the result is never smaller
-    than ``draft_size`` unless the image itself is. ``data``: the file's bytes, already read
-    (eval hashes them first), so the file is not read twice. Raises :class:`ImageDecodeError`.
+    than ``draft_size`` unless the image itself is. ``draft_max_side``: likewise, keeping the
+    longer side at least this long (detection needs no more); ``reduce``: exactly 1/``reduce``
+    scale (1, 2, 4 or 8), for a second decode sized to a face. ``data``: the file's bytes, already
+    read (eval hashes them first), so the file is not read twice; otherwise the file is read by
+    :func:`~agebench.runner.fileread.read_image_bytes` (regular files only, at most ``max_bytes``).
+    Decoder warnings (damaged JPEG data that libjpeg patched over) become a note starting with
+    :data:`DECODER_WARNING`, or, with ``strict``, an :class:`ImageDecodeError` with that reason.
     """
     path = Path(path)
     _check_draft_size(draft_size)
-    if data is not None and not data:
+    if data is None:
+        data = read_image_bytes(path, max_bytes=max_bytes)
+    elif not data:
         raise ImageDecodeError(path, "empty file (0 bytes)")
-    with io.BytesIO(data) if data is not None else _open_file(path) as fh:
+    request = _Draft(draft_size, draft_max_side, reduce)
+    with io.BytesIO(data) as fh:
         image = _identify(fh, path)
         try:
-            return _decode_opened(image, path, max_pixels, draft_size, fh)
+            return _decode_opened(image, path, max_pixels, request, data, strict)
         finally:
             image.close()
+
+
+def header_pixels(path: Path | str) -> int:
+    """Width x height from the file's header (0 when unknown), without decoding a pixel.
+
+    Lets the runner count the pixels a chunk will hold before decoding it. Only regular files
+    are opened, without blocking; anything odd counts 0 and is named when it is decoded.
+    """
+    try:
+        with open_regular_file(path) as fh, Image.open(fh) as image:
+            return int(image.width) * int(image.height)
+    except Exception:  # decoding reports the reason with the file's record
+        return 0
 
 
 def _check_draft_size(draft_size: tuple[int, int] | None) -> None:
@@ -132,22 +164,27 @@ def _check_draft_size(draft_size: tuple[int, int] | None) -> None:
         raise ValueError(f"draft_size must be two positive integers, got {draft_size!r}")
 
 
-def _open_file(path: Path) -> BinaryIO:
-    """Open once and fstat the handle, so the common case costs a single open() call."""
-    try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed by the caller's with-block
-    except FileNotFoundError as exc:
-        raise ImageDecodeError(path, "file not found") from exc
-    except IsADirectoryError as exc:
-        raise ImageDecodeError(path, "is a directory, not an image file") from exc
-    except PermissionError as exc:
-        raise ImageDecodeError(path, "permission denied (cannot read file)") from exc
-    except OSError as exc:
-        raise ImageDecodeError(path, f"cannot read file ({exc.strerror or exc})") from exc
-    if os.fstat(fh.fileno()).st_size == 0:
-        fh.close()
-        raise ImageDecodeError(path, "empty file (0 bytes)")
-    return fh
+@dataclass(frozen=True, slots=True)
+class _Draft:
+    """What the caller allows a JPEG decode to shrink to (see :func:`decode_image`)."""
+
+    size: tuple[int, int] | None
+    max_side: int | None
+    reduce: int | None
+
+    def factor(self, stored: tuple[int, int], orientation: int) -> int:
+        """The DCT scale denominator for a JPEG stored at ``stored`` with that orientation."""
+        size = self.size
+        if size is not None and orientation in _AXIS_SWAPPING_ORIENTATIONS:
+            size = (size[1], size[0])
+        return draft_factor(stored, draft_size=size, max_side=self.max_side, reduce=self.reduce)
+
+    def target(self, stored: tuple[int, int], orientation: int) -> tuple[int, int] | None:
+        """Pillow's ``draft`` target (stored orientation) for the same factor."""
+        factor = self.factor(stored, orientation)
+        if factor == 1:
+            return None
+        return (-(-stored[0] // factor), -(-stored[1] // factor))
 
 
 def _identify(fh: BinaryIO, path: Path) -> Image.Image:
@@ -179,8 +216,9 @@ def _decode_opened(
     image: Image.Image,
     path: Path,
     max_pixels: int,
-    draft_size: tuple[int, int] | None,
-    fh: BinaryIO,
+    request: _Draft,
+    data: bytes,
+    strict: bool,
 ) -> DecodedImage:
     """Run the pipeline on an identified image: guard, pick frame, draft, load, orient, convert."""
     _check_dimensions(image, path, max_pixels)
@@ -190,18 +228,27 @@ def _decode_opened(
     _use_first_frame(image, notes)
     orientation: int | None = None
     rgb: np.ndarray | None = None
+    scale = 1
     if image.format in _JPEG_FORMATS:
         orientation = _read_orientation(image, notes)
-        rgb = _fast_jpeg(image, fh, orientation, draft_size)
-        if rgb is None and draft_size is not None:
-            _apply_draft(image, draft_size, orientation, notes)
+        fast = _turbo_jpeg(image, data, orientation, request, notes)
+        if fast is not None:
+            rgb, scale = fast
+        else:
+            _check_jpeg_data(image, data, notes)
+            target = request.target(stored_size, orientation)
+            if target is not None:
+                _apply_draft(image, target, notes)
     if rgb is None:
         _note_16bit_colour(image, notes)
         _load(image, path)
+        scale = max(1, round(stored_size[0] / image.size[0]))
         if orientation is None:
             orientation = _read_orientation(image, notes)
         upright = _apply_orientation(image, orientation, notes)
         rgb = _to_rgb_array(upright, path, notes)
+    if strict:
+        _refuse_warnings(path, notes)
     swapped = orientation in _AXIS_SWAPPING_ORIENTATIONS
     return DecodedImage(
         rgb=rgb,
@@ -211,41 +258,65 @@ def _decode_opened(
         exif_orientation=orientation,
         notes=tuple(notes),
         full_size=stored_size[::-1] if swapped else stored_size,
+        scale=scale,
     )
 
 
-def _draft_reduces(size: tuple[int, int], draft_size: tuple[int, int] | None) -> bool:
-    """Whether libjpeg's 1/2 scale would still cover ``draft_size`` (then Pillow drafts)."""
-    if draft_size is None:
-        return False
-    return -(-size[0] // 2) >= draft_size[0] and -(-size[1] // 2) >= draft_size[1]
+def _refuse_warnings(path: Path, notes: list[str]) -> None:
+    """Strict mode: damaged data that the decoder patched over fails the image."""
+    for note in notes:
+        if note.startswith(DECODER_WARNING):
+            raise ImageDecodeError(path, note)
 
 
-def _fast_jpeg(
-    image: Image.Image, fh: BinaryIO, orientation: int, draft_size: tuple[int, int] | None
-) -> np.ndarray | None:
-    """Full-scale baseline RGB JPEGs through OpenCV's libjpeg-turbo, straight to RGB.
+def _turbo_jpeg(
+    image: Image.Image,
+    data: bytes,
+    orientation: int,
+    request: _Draft,
+    notes: list[str],
+) -> tuple[np.ndarray, int] | None:
+    """RGB and grey JPEGs through libjpeg-turbo with its warnings kept (``agebench.runner.jpeg``).
 
-    1.5x faster than Pillow's decode plus its array copy, and bit-identical to it on the 48
-    shared chips. Everything unusual stays with Pillow: other modes (CMYK, grey), EXIF
-    rotations, reduced-size (draft) decodes, multi-picture files, and any file that does not
-    end with the end-of-image marker, because OpenCV would return a truncated JPEG grey-filled
-    where Pillow rightly reports it.
+    Bit-identical to Pillow's decode (and its ``draft``), EXIF rotation included, and faster.
+    Everything unusual stays with Pillow: CMYK, multi-picture files, and any file that does not
+    end with the end-of-image marker, because libjpeg would return a truncated JPEG grey-filled
+    where Pillow rightly reports it. Returns ``(pixels, scale)`` or None for the Pillow path.
     """
-    if image.format != "JPEG" or image.mode != "RGB" or orientation != 1:
+    if image.format != "JPEG" or image.mode not in ("RGB", "L"):
         return None
-    if _draft_reduces(image.size, draft_size):
+    if not _ends_with_eoi(data):
         return None
-    fh.seek(0)
-    data = fh.read()
-    if not data.rstrip(b"\0\r\n ").endswith(b"\xff\xd9"):
+    factor = request.factor(image.size, orientation)
+    decoded = decode_turbo(data, image.size, factor, grey=image.mode == "L")
+    if decoded is None:
         return None
-    rgb = cv2.imdecode(
-        np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
-    )
-    if rgb is None or rgb.shape[:2] != image.size[::-1]:
-        return None
-    return rgb
+    rgb, warning = decoded
+    if rgb.shape[:2] != scaled_size(image.size, factor)[::-1]:
+        return None  # libjpeg chose another scale than Pillow would: let Pillow do it
+    if factor > 1:
+        notes.append(f"JPEG decoded at 1/{factor} scale (draft)")
+    if orientation != 1:
+        rgb = upright_array(rgb, orientation)
+        notes.append(f"EXIF orientation {orientation} applied")
+    if image.mode == "L":
+        notes.append("L converted to RGB")
+    if warning is not None:
+        notes.append(DECODER_WARNING + warning)
+    return rgb, factor
+
+
+def _ends_with_eoi(data: bytes) -> bool:
+    return data.rstrip(b"\0\r\n ").endswith(b"\xff\xd9")
+
+
+def _check_jpeg_data(image: Image.Image, data: bytes, notes: list[str]) -> None:
+    """Pillow ignores libjpeg's warnings: ask libjpeg about the JPEGs Pillow decodes itself."""
+    if not _ends_with_eoi(data):
+        return  # Pillow refuses a truncated file by itself
+    warning = jpeg_warning(data, cmyk=image.mode == "CMYK")
+    if warning is not None:
+        notes.append(DECODER_WARNING + warning)
 
 
 def _check_dimensions(image: Image.Image, path: Path, max_pixels: int) -> None:
@@ -286,11 +357,8 @@ def _read_orientation(image: Image.Image, notes: list[str]) -> int:
     return 1
 
 
-def _apply_draft(
-    image: Image.Image, draft_size: tuple[int, int], orientation: int, notes: list[str]
-) -> None:
-    """Let libjpeg scale by 1/2..1/8 while decoding; swap the target if EXIF will rotate by 90."""
-    target = draft_size[::-1] if orientation in _AXIS_SWAPPING_ORIENTATIONS else draft_size
+def _apply_draft(image: Image.Image, target: tuple[int, int], notes: list[str]) -> None:
+    """Let libjpeg scale by 1/2..1/8 while decoding (``target`` in stored orientation)."""
     before = image.size
     image.draft("RGB", (int(target[0]), int(target[1])))
     if image.size != before:

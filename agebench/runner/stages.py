@@ -13,13 +13,17 @@ Three stages, each bounded so memory stays flat however many images come:
   ``on_done``, which writes them.
 
 Chunks are ``batch_size`` images (fewer when detecting: photos are large) and at most
-``2 x workers`` chunks are prepared ahead, ``lanes + 1`` inferred ahead.
+``2 x workers`` chunks are prepared ahead, ``lanes + 1`` inferred ahead. Images are also counted
+in pixels, read from each file's header before decoding: a chunk closes at ``CHUNK_PIXELS``, and
+a chunk's decode waits until its pixels fit in ``PIXELS_IN_FLIGHT`` across all workers (an image
+larger than that runs alone), so the memory decoding holds does not grow with image size.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,12 +35,17 @@ import numpy as np
 
 from agebench.models.predictor import Predictor
 from agebench.runner.faces import FacePreparer, Job, PreparedImage
-from agebench.runner.imageio import ImageDecodeError
+from agebench.runner.fileread import read_image_bytes
+from agebench.runner.imageio import ImageDecodeError, header_pixels
 from agebench.runner.pool import ordered_map
 
 #: photos decoded at once per worker while detecting: a chunk of 12-megapixel photos is
 #: about 36 MB each, so detection chunks are kept small
 DETECT_CHUNK = 8
+#: header pixels after which a chunk closes (a 12-megapixel photo chunk of 8 is under it)
+CHUNK_PIXELS = 100_000_000
+#: header pixels all prepare workers may be decoding at once (one larger image runs alone)
+PIXELS_IN_FLIGHT = 200_000_000
 
 
 @dataclass
@@ -56,11 +65,56 @@ def chunked(items: Iterable[Job], size: int) -> Iterator[list[Job]]:
         yield chunk
 
 
+def chunked_by_pixels(
+    items: Iterable[Job], size: int, max_pixels: int
+) -> Iterator[tuple[list[Job], int]]:
+    """Chunks of at most ``size`` jobs and ``max_pixels`` header pixels (a larger image alone),
+    each with its pixel count."""
+    chunk: list[Job] = []
+    pixels = 0
+    for job in items:
+        cost = header_pixels(job.path)
+        if chunk and (len(chunk) >= size or pixels + cost > max_pixels):
+            yield chunk, pixels
+            chunk, pixels = [], 0
+        chunk.append(job)
+        pixels += cost
+    if chunk:
+        yield chunk, pixels
+
+
+class PixelBudget:
+    """A counting semaphore in pixels: decodes wait until their pixels fit.
+
+    A request larger than the whole budget takes all of it (so it runs alone, never forever
+    blocked); nothing is acquired twice by one thread, so it cannot deadlock.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, capacity)
+        self._free = self.capacity
+        self._changed = threading.Condition()
+
+    def acquire(self, pixels: int) -> int:
+        """Wait for ``pixels`` (capped at the capacity); returns what to release."""
+        want = min(max(0, pixels), self.capacity)
+        with self._changed:
+            self._changed.wait_for(lambda: self._free >= want)
+            self._free -= want
+        return want
+
+    def release(self, pixels: int) -> None:
+        with self._changed:
+            self._free += pixels
+            self._changed.notify_all()
+
+
 def _jpeg_bytes(path: Path) -> bytes | None:
-    """The file's bytes when it starts like a JPEG; None sends it down the host path."""
+    """The file's bytes when it starts like a JPEG; None sends it down the host path (which
+    names the reason when it cannot be read: bounded reader, regular files only)."""
     try:
-        data = path.read_bytes()
-    except OSError:
+        data = read_image_bytes(path)
+    except ImageDecodeError:
         return None
     return data if data[:3] == b"\xff\xd8\xff" else None
 
@@ -97,6 +151,8 @@ class BatchRunner:
         workers: int,
         save_raw: bool = False,
         device_decode: bool | None = None,
+        chunk_pixels: int = CHUNK_PIXELS,
+        pixels_in_flight: int = PIXELS_IN_FLIGHT,
     ) -> None:
         self.preparer = preparer
         self.predictor = predictor
@@ -107,6 +163,8 @@ class BatchRunner:
         self.model = {"name": predictor.spec.name, "sha256": predictor.sha256}
         detecting = preparer.detector is not None
         self.chunk_size = min(self.batch_size, DETECT_CHUNK) if detecting else self.batch_size
+        self.chunk_pixels = chunk_pixels
+        self.budget = PixelBudget(pixels_in_flight)
         engine = predictor.engine
         # ready crops on a GPU: the host only reads files, nvJPEG decodes, the device cuts
         # (None: whenever the engine runs on CUDA; tests force it on the CPU)
@@ -133,8 +191,8 @@ class BatchRunner:
         try:
             prepared = ordered_map(
                 prepare_pool,
-                self.prepare,
-                ((chunk,) for chunk in chunked(jobs, self.chunk_size)),
+                self._prepare_counted,
+                chunked_by_pixels(jobs, self.chunk_size, self.chunk_pixels),
                 window=2 * self.workers,
             )
             for chunk in ordered_map(
@@ -146,6 +204,14 @@ class BatchRunner:
             # an interrupt drops queued work; finished images were handed over already
             prepare_pool.shutdown(wait=True, cancel_futures=True)
             infer_pool.shutdown(wait=True, cancel_futures=True)
+
+    def _prepare_counted(self, jobs: list[Job], pixels: int) -> PreparedChunk:
+        """``prepare`` once the chunk's pixels fit in the budget shared by all workers."""
+        held = self.budget.acquire(pixels)
+        try:
+            return self.prepare(jobs)
+        finally:
+            self.budget.release(held)
 
     def prepare(self, jobs: list[Job]) -> PreparedChunk:
         if not self.device_decode:

@@ -7,9 +7,13 @@ the output equals sorting all paths by their components (``a/1.jpg``, ``a/b/2.jp
 the same folder always yields the same sequence, which keeps runs and resumes reproducible.
 
 Rules: extensions match :data:`IMAGE_EXTENSIONS` case-insensitively; names starting with ``.``
-are skipped (``.git``, ``.DS_Store``, macOS ``._x.jpg`` shadows); symlinked *files* are included
-but symlinked *folders* are not entered, which rules out loops; a sub-folder that cannot be read
-is skipped with a logged warning so one bad folder does not stop a long run.
+are skipped (``.git``, ``.DS_Store``, macOS ``._x.jpg`` shadows); symlinked *folders* are not
+entered, which rules out loops; a sub-folder that cannot be read is skipped with a logged warning
+so one bad folder does not stop a long run. Every other entry with an image name is yielded
+*without looking at what it is*: regular files, but also FIFOs, devices, sockets, dangling
+links, symlink loops and links to folders. The walk never opens or follows them (no stat, so
+no blocking and no warnings); the bounded reader (``agebench.runner.fileread``) then fails each
+with its reason, so every entry that looks like an image gets a record.
 """
 
 from __future__ import annotations
@@ -40,9 +44,9 @@ def count_images(root: Path, recursive: bool = True) -> int:
 
 def _walk(root: str, recursive: bool) -> Iterator[str]:
     """Check the root eagerly, then stream; a generator alone would defer the error to next()."""
-    if not os.path.exists(root):
+    if not os.path.lexists(root):
         raise FileNotFoundError(f"image folder or file not found: {root}")
-    if not os.path.isdir(root):
+    if not os.path.isdir(root):  # a file, FIFO, dangling link...: its record says what it is
         return iter((root,))
     return _walk_tree(root, recursive)
 
@@ -77,14 +81,19 @@ def _read_dir(directory: str, *, is_root: bool) -> list[tuple[str, bool]]:
 
 
 def _classify(entry: os.DirEntry[str]) -> tuple[str, bool] | None:
-    """Keep real sub-folders and image files; drop hidden names, symlinked folders and the rest."""
+    """Keep real sub-folders and every other entry with an image name; drop hidden names.
+
+    Only the entry itself is looked at (``follow_symlinks=False``: the directory listing's
+    type, no extra system call), so a link's target is never touched here.
+    """
     if entry.name.startswith("."):
         return None
     try:
-        if entry.is_dir(follow_symlinks=False):
-            return entry.path, True
-        if entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
-            return entry.path, False
-    except OSError as exc:
-        logger.warning("skipping unreadable entry %s: %s", entry.path, exc.strerror or exc)
+        is_dir = entry.is_dir(follow_symlinks=False)
+    except OSError:
+        is_dir = False  # cannot even lstat it: decoding names the reason
+    if is_dir:
+        return entry.path, True
+    if os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+        return entry.path, False
     return None

@@ -15,7 +15,7 @@ import pytest
 from PIL import ExifTags, Image, ImageFile, ImageOps
 
 from agebench.errors import AgebenchError
-from agebench.runner import imageio
+from agebench.runner import fileread, imageio
 from agebench.runner.imageio import (
     IMAGE_EXTENSIONS,
     DecodedImage,
@@ -151,7 +151,8 @@ def test_os_errors_when_opening_are_named(
     def failing_open(*args: object, **kwargs: object) -> None:
         raise error
 
-    monkeypatch.setattr(imageio, "open", failing_open, raising=False)
+    (tmp_path / "x.jpg").write_bytes(b"\xff\xd8\xff")
+    monkeypatch.setattr(fileread.os, "open", failing_open)
     with pytest.raises(ImageDecodeError, match=reason.replace("(", r"\(").replace(")", r"\)")):
         decode_image(tmp_path / "x.jpg")
 
@@ -517,20 +518,39 @@ def test_accepts_str_paths(bad: dict[str, Path], face_rgb: np.ndarray) -> None:
 
 
 def test_plain_jpegs_take_the_fast_decoder_and_match_pillow(face_chips, monkeypatch):
-    """Full-scale RGB JPEGs go through OpenCV (1.5x faster): pixel for pixel what Pillow
-    gives, with nothing noted; a reduced-size decode still goes through Pillow's draft."""
-    import cv2
-
-    from agebench.runner import imageio
-
+    """RGB and grey JPEGs go through libjpeg-turbo (simplejpeg, warnings kept): pixel for
+    pixel what Pillow gives, full size and drafted, with nothing noted beyond Pillow's notes."""
     calls: list[int] = []
-    real = cv2.imdecode
-    monkeypatch.setattr(imageio.cv2, "imdecode", lambda *a: calls.append(1) or real(*a))
-    for path in face_chips[:8]:
+    real = imageio.decode_turbo
+    monkeypatch.setattr(imageio, "decode_turbo", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for path in face_chips:
         decoded = decode_image(path)
         with Image.open(path) as image:
             assert np.array_equal(decoded.rgb, np.asarray(image.convert("RGB")))
-        assert decoded.notes == () and decoded.full_size == (200, 200)
-    assert len(calls) == 8
-    small = decode_image(face_chips[0], draft_size=(64, 64))
-    assert len(calls) == 8 and small.width == 100  # libjpeg's 1/2 scale, through Pillow
+        assert decoded.notes == () and decoded.full_size == (200, 200) and decoded.scale == 1
+    assert len(calls) == len(face_chips)
+    for size, scale in (((64, 64), 2), ((50, 50), 4), ((25, 25), 8)):
+        small = decode_image(face_chips[0], draft_size=size)
+        with Image.open(face_chips[0]) as image:
+            image.draft("RGB", size)
+            assert np.array_equal(small.rgb, np.asarray(image.convert("RGB")))
+        assert small.scale == scale and small.notes == (f"JPEG decoded at 1/{scale} scale (draft)",)
+    assert len(calls) == len(face_chips) + 3
+
+
+def test_grey_and_rotated_jpegs_match_pillow(face_rgb: np.ndarray, tmp_path: Path) -> None:
+    grey = _save(tmp_path / "g.jpg", Image.fromarray(face_rgb).convert("L"), "JPEG")
+    decoded = decode_image(grey)
+    with Image.open(grey) as image:
+        assert np.array_equal(decoded.rgb, np.asarray(image.convert("RGB")))
+    assert decoded.notes == ("L converted to RGB",)
+    for orientation in range(2, 9):
+        path = tmp_path / f"o{orientation}.jpg"
+        exif = Image.Exif()
+        exif[ExifTags.Base.Orientation] = orientation
+        Image.fromarray(face_rgb[:, :150]).save(path, "JPEG", exif=exif.tobytes())
+        decoded = decode_image(path)
+        with Image.open(path) as image:
+            expected = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+        assert np.array_equal(decoded.rgb, expected), orientation
+        assert decoded.notes == (f"EXIF orientation {orientation} applied",)
