@@ -87,8 +87,15 @@ def run_options(fn: F) -> F:
     )(fn)
 
 
-def wait_option(fn: F) -> F:
-    """--wait: a run whose output folder another run holds waits for it instead of failing."""
+def run_folder_options(fn: F) -> F:
+    """--wait (a run whose output folder another run holds waits for it instead of failing)
+    and --strict (decoder warnings fail an image), shared by predict and eval."""
+    fn = click.option(
+        "--strict",
+        is_flag=True,
+        help="Fail an image whose decoder warned about damaged data, instead of scoring it "
+        "with the warning in its notes.",
+    )(fn)
     return click.option(
         "--wait",
         is_flag=True,
@@ -192,7 +199,7 @@ def main() -> None:
 @click.option(
     "--save-raw", is_flag=True, help="Also write raw model outputs (probabilities, ranks...)."
 )
-@wait_option
+@run_folder_options
 @run_options
 @execution_options
 @friendly_errors
@@ -211,6 +218,7 @@ def predict(
     crop_margin: float,
     save_raw: bool,
     wait: bool,
+    strict: bool,
     workers: int | None,
     backend: str,
     precision: str,
@@ -234,6 +242,7 @@ def predict(
         recursive=recursive,
         resume=resume,
         wait=wait,
+        strict=strict,
         save_raw=save_raw,
         workers=workers,
         backend=backend,  # type: ignore[arg-type]
@@ -322,7 +331,17 @@ def _print_predict_summary(summary: dict[str, Any]) -> None:
             f"  ... and {len(summary['failures']) - 10} more in "
             f"{escape(str(summary['out']))}/summary.json"
         )
+    _print_decoder_warnings(counts.get("images_decoder_warnings", 0))
     console.print(f"outputs: {escape(str(summary['out']))}", highlight=False)
+
+
+def _print_decoder_warnings(count: int) -> None:
+    if count:
+        console.print(
+            f"[yellow]{count} image(s) decoded with warnings[/] (damaged data decoded around; "
+            "their notes say what): --strict fails them",
+            highlight=False,
+        )
 
 
 @main.group()
@@ -580,7 +599,7 @@ def _parse_pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
     show_default=True,
     help="Reuse a finished or interrupted run of the same model on the same data.",
 )
-@wait_option
+@run_folder_options
 @execution_options
 @friendly_errors
 def eval_command(
@@ -605,6 +624,7 @@ def eval_command(
     n_boot: int,
     reuse: bool,
     wait: bool,
+    strict: bool,
     backend: str,
     precision: str,
     tuning: str,
@@ -635,6 +655,7 @@ def eval_command(
         n_boot=n_boot,
         reuse=reuse,
         wait=wait,
+        strict=strict,
         backend=backend,  # type: ignore[arg-type]
         precision=precision,
         tuning=tuning,  # type: ignore[arg-type]
@@ -680,6 +701,7 @@ def _print_eval_summary(summary: dict[str, Any], out: Path, reused: bool) -> Non
         f"label problems {counts['label_problems']}",
         highlight=False,
     )
+    _print_decoder_warnings(counts.get("decoder_warnings", 0))
     for problem in summary["problems"][:5]:
         console.print(f"  [yellow]label problem[/] {escape(problem)}", highlight=False)
     for finding in summary.get("findings") or []:

@@ -38,6 +38,9 @@ class PredictConfig:
     resume: bool = True
     #: wait for another run holding ``out`` to finish instead of refusing at once
     wait: bool = False
+    #: an image whose decoder warned (corrupt data it decoded around) fails instead of
+    #: being scored with the warning in its notes
+    strict: bool = False
     save_raw: bool = False
     workers: int | None = None
     #: onnxruntime settings: measured fastest on this machine (auto), or the manifest's
@@ -56,6 +59,7 @@ class PredictConfig:
             "detect": asdict(self.detect) if self.faces == "detect" else None,
             "recursive": self.recursive,
             "save_raw": self.save_raw,
+            "strict": self.strict,
             "ready_crop": asdict(self.ready_crop) if self.faces == "none" else None,
             "precision": self.precision,
         }

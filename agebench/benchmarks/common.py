@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from agebench.benchmarks.spec import BenchmarkError, LabelProblem, LoadOptions, Record
+from agebench.fileread import MAX_LABEL_FILE_BYTES, ImageDecodeError, read_image_bytes
 from agebench.runner.imageio import IMAGE_EXTENSIONS
 
 
@@ -40,6 +41,15 @@ def require_dir(path: Path, what: str) -> Path:
 _BINARY_PROBE = 8192
 
 
+def read_label_bytes(path: Path, what: str = "label file") -> bytes:
+    """A label file's bytes, read as image files are (:mod:`agebench.fileread`): a FIFO named
+    as a label file would block ``open()`` forever and a link to ``/dev/zero`` never ends."""
+    try:
+        return read_image_bytes(path, max_bytes=MAX_LABEL_FILE_BYTES)
+    except ImageDecodeError as error:
+        raise BenchmarkError(f"{path}: cannot read {what}: {error.reason}") from None
+
+
 def read_label_text(path: Path, what: str = "label file") -> str:
     """The whole text of a label file, decoded as UTF-8 (a BOM dropped).
 
@@ -48,10 +58,7 @@ def read_label_text(path: Path, what: str = "label file") -> str:
     Latin-1 (or any other 8-bit) text is refused rather than guessed at: its non-ASCII bytes
     sit in image names, and a guessed decoding would name files that are not on disk.
     """
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise BenchmarkError(f"{path}: cannot read {what}: {error.strerror}") from None
+    data = read_label_bytes(path, what)
     if b"\0" in data[:_BINARY_PROBE]:
         raise BenchmarkError(f"{path}: {what} is a binary file, not text")
     try:

@@ -33,6 +33,7 @@ downloads, ``wiki/`` from wiki.tar.gz) and gives each record its face box (``fac
 
 from __future__ import annotations
 
+import io
 import math
 from collections import Counter
 from datetime import date
@@ -41,7 +42,12 @@ from typing import Any
 
 import numpy as np
 
-from agebench.benchmarks.common import RowError, option_choice, resolve_images
+from agebench.benchmarks.common import (
+    RowError,
+    option_choice,
+    read_label_bytes,
+    resolve_images,
+)
 from agebench.benchmarks.csv_generic import label_name, resolve_labels
 from agebench.benchmarks.spec import (
     BenchmarkData,
@@ -216,8 +222,9 @@ def _mat_path(options: LoadOptions, variant: str) -> tuple[Path, str]:
 def _read_mat(path: Path, db: str) -> dict[str, np.ndarray]:
     from scipy.io import loadmat  # scipy is slow to import; only this loader needs it
 
+    data = read_label_bytes(path, "Matlab metadata file")
     try:
-        mat = loadmat(path)
+        mat = loadmat(io.BytesIO(data))
     except Exception as error:  # scipy raises ValueError, TypeError, OSError... for bad files
         raise BenchmarkError(f"{path}: not a readable Matlab file: {error}") from None
     keys = [db] if db else [key for key in DATABASES if key in mat]

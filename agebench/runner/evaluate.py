@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,6 +26,7 @@ from agebench.benchmarks.spec import BenchmarkData, BenchmarkSpec, LoadOptions, 
 from agebench.config import DetectConfig
 from agebench.errors import AgebenchError
 from agebench.faces.detect import FaceDetector
+from agebench.fileread import MAX_LABEL_FILE_BYTES, ImageDecodeError, read_image_bytes
 from agebench.findings import eval_findings
 from agebench.metrics import compute_group_metrics, compute_metrics, predicted_group
 from agebench.models.catalog import DEFAULT_MODEL, resolve_model
@@ -34,6 +36,7 @@ from agebench.provenance import provenance
 from agebench.report.render import REPORT_HTML, REPORT_MD, write_report
 from agebench.runner import sink
 from agebench.runner.faces import FacePreparer, FacesMode, Job, PreparedImage
+from agebench.runner.imageio import has_decoder_warning
 from agebench.runner.ownership import RunIdentity, claim, owned_folder
 from agebench.runner.pipeline import (
     Notify,
@@ -77,6 +80,8 @@ class EvalConfig:
     reuse: bool = True
     #: wait for another run holding the output folder instead of refusing at once
     wait: bool = False
+    #: an image whose decoder warned fails instead of being scored with a note
+    strict: bool = False
     min_face_size: int = 20
 
 
@@ -89,8 +94,8 @@ class EvalOutcome:
 
 def _sha256_bytes(path: Path) -> str | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
+        return hashlib.sha256(read_image_bytes(path, max_bytes=MAX_LABEL_FILE_BYTES)).hexdigest()
+    except ImageDecodeError:
         return None
 
 
@@ -217,7 +222,7 @@ class EvalRun:
                     "version": self.bench.version,
                     "fingerprint": self.fingerprint,
                 },
-                "settings": {**key, "precision": config.precision},
+                "settings": {**key, "precision": config.precision, "strict": config.strict},
             },
         )
 
@@ -307,11 +312,20 @@ class EvalRun:
         seconds = time.perf_counter() - started - self.load_seconds
         rows = [done[_record_key(r)] for r in self.data.records]
         files = hashlib.sha256()
+        warned = 0
+
+        def counted(rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+            nonlocal warned
+            for row in rows:
+                warned += has_decoder_warning(row.get("notes"))
+                yield row
+
         sink.write_lines_atomic(
             self.out / sink.PREDICTIONS_FILE,
-            _rows_in_order(self.out / PARTIAL_FILE, self.data.records, files, run_id),
+            counted(_rows_in_order(self.out / PARTIAL_FILE, self.data.records, files, run_id)),
         )
         summary = self._summarise(rows, processed, seconds, files)
+        summary["counts"]["decoder_warnings"] = warned
         summary["findings"] = eval_findings(summary, list(self.models.values()))
         sink.write_json_atomic(summary_path, summary, durable=True)
         write_report(self.out, summary, rows)
@@ -354,7 +368,13 @@ class EvalRun:
         )
         self.crop_plan = plan.describe() if plan else None
         preparer = FacePreparer(
-            spec.crop, predictor.input_size, self.faces, DetectConfig(max_faces=1), detector, plan
+            spec.crop,
+            predictor.input_size,
+            self.faces,
+            DetectConfig(max_faces=1),
+            detector,
+            plan,
+            strict=config.strict,
         )
         root = config.root
         count = 0
@@ -363,7 +383,8 @@ class EvalRun:
         def finish(item: PreparedImage) -> None:
             nonlocal count
             record = self.data.records[item.key]
-            if item.status == "failed" and not item.path.exists():
+            # lexists: a dangling link or a loop is there, and its reason says what is wrong
+            if item.status == "failed" and not os.path.lexists(item.path):
                 item.status = "missing"
             row = _row(record, item, item.sha256, spec, run_id, self.bench.groups)
             partial.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
@@ -503,6 +524,7 @@ def _row(
         "face_box": face.get("box"),
         "face_score": face.get("score"),
         "image_sha256": sha,
+        "notes": list(item.notes),
         "model": {"name": spec.name, "sha256": spec.sha256},
         "run": run_id,
     }

@@ -13,8 +13,8 @@ import numpy as np
 from agebench.config import DetectConfig
 from agebench.faces.align import box_matrix, crop_matrix, warp
 from agebench.faces.detect import Face, FaceDetector
+from agebench.fileread import DEFAULT_MAX_FILE_BYTES, read_image_bytes
 from agebench.models.manifest import CropSpec
-from agebench.runner.fileread import DEFAULT_MAX_FILE_BYTES, read_image_bytes
 from agebench.runner.imageio import DecodedImage, ImageDecodeError, decode_image
 from agebench.runner.reconcile import ReadyCropPlan
 

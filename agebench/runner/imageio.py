@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -37,7 +38,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from agebench.runner.fileread import (
+from agebench.fileread import (
     DEFAULT_MAX_FILE_BYTES,
     ImageDecodeError,
     open_regular_file,
@@ -58,10 +59,18 @@ __all__ = [
     "DecodedImage",
     "ImageDecodeError",
     "decode_image",
+    "has_decoder_warning",
     "header_pixels",
 ]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
+
+
+def has_decoder_warning(notes: Iterable[str] | None) -> bool:
+    """Whether an image's notes say its decoder warned (data it decoded around): summaries
+    count these, so that a damaged file scored ``ok`` is never silent."""
+    return any(note.startswith(DECODER_WARNING) for note in notes or ())
+
 
 _WHITE = (255, 255, 255)
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
@@ -126,7 +135,7 @@ def decode_image(
     longer side at least this long (detection needs no more); ``reduce``: exactly 1/``reduce``
     scale (1, 2, 4 or 8), for a second decode sized to a face. ``data``: the file's bytes, already
     read (eval hashes them first), so the file is not read twice; otherwise the file is read by
-    :func:`~agebench.runner.fileread.read_image_bytes` (regular files only, at most ``max_bytes``).
+    :func:`~agebench.fileread.read_image_bytes` (regular files only, at most ``max_bytes``).
     Decoder warnings (damaged JPEG data that libjpeg patched over) become a note starting with
     :data:`DECODER_WARNING`, or, with ``strict``, an :class:`ImageDecodeError` with that reason.
     """

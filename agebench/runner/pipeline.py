@@ -24,6 +24,7 @@ from agebench.models.predictor import Predictor, available_cores
 from agebench.provenance import provenance
 from agebench.runner import sink
 from agebench.runner.faces import FacePreparer, Job, PreparedImage
+from agebench.runner.imageio import has_decoder_warning
 from agebench.runner.ownership import RunIdentity, claim, owned_folder
 from agebench.runner.reconcile import plan_ready_crops
 from agebench.runner.stages import BatchRunner
@@ -137,7 +138,8 @@ def _matches(record: dict[str, Any] | None, run: str, path: Path | None) -> bool
 
 
 def _relative(path: Path, root: Path) -> Path:
-    return Path(path.name) if root.is_file() else path.relative_to(root)
+    # a root that is no folder (a file, a FIFO, a link named on the command line) is its image
+    return Path(path.name) if not root.is_dir() else path.relative_to(root)
 
 
 class PredictRun:
@@ -185,7 +187,13 @@ class PredictRun:
             plan_ready_crops(config.ready_crop, self.spec.crop) if config.faces == "none" else None
         )
         self.preparer = FacePreparer(
-            self.spec.crop, self.predictor.input_size, config.faces, config.detect, detector, ready
+            self.spec.crop,
+            self.predictor.input_size,
+            config.faces,
+            config.detect,
+            detector,
+            ready,
+            strict=config.strict,
         )
         self.crop_plan = ready.describe() if ready else None
 
@@ -298,7 +306,14 @@ def _finish(
     seconds: float,
 ) -> dict[str, Any]:
     """Rebuild predictions.jsonl from the per-image files (walk order) and write the summary."""
-    tally = {"images": 0, "images_ok": 0, "images_no_face": 0, "images_failed": 0, "faces": 0}
+    tally = {
+        "images": 0,
+        "images_ok": 0,
+        "images_no_face": 0,
+        "images_failed": 0,
+        "faces": 0,
+        "images_decoder_warnings": 0,
+    }
     failures: list[dict[str, Any]] = []
 
     def rows() -> Iterator[dict[str, Any]]:
@@ -310,6 +325,7 @@ def _finish(
             tally["images"] += 1
             tally[f"images_{record['status']}"] += 1
             tally["faces"] += len(record["faces"])
+            tally["images_decoder_warnings"] += has_decoder_warning(record.get("notes"))
             if record["status"] != "ok":
                 failures.append(
                     {"image": record["image"], "status": record["status"], "error": record["error"]}

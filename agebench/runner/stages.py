@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from agebench.fileread import read_image_bytes
 from agebench.models.predictor import Predictor
 from agebench.runner.faces import FacePreparer, Job, PreparedImage
-from agebench.runner.fileread import read_image_bytes
 from agebench.runner.imageio import ImageDecodeError, header_pixels
 from agebench.runner.pool import ordered_map
 

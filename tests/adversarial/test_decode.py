@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from agebench import fileread
 from agebench.config import DetectConfig
+from agebench.fileread import read_image_bytes
 from agebench.models.manifest import CropSpec
-from agebench.runner import fileread
 from agebench.runner.faces import FacePreparer, Job
-from agebench.runner.fileread import read_image_bytes
 from agebench.runner.imageio import DECODER_WARNING, ImageDecodeError, decode_image
 from agebench.runner.stages import _jpeg_bytes
 from agebench.runner.walk import count_images, iter_images

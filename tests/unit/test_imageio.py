@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import ExifTags, Image, ImageFile, ImageOps
 
+from agebench import fileread
 from agebench.errors import AgebenchError
-from agebench.runner import fileread, imageio
+from agebench.runner import imageio
 from agebench.runner.imageio import (
     IMAGE_EXTENSIONS,
     DecodedImage,

@@ -23,6 +23,8 @@ from agebench.errors import AgebenchError
 #: the largest image file read by default: far above any real photo (a 200-megapixel JPEG is
 #: 20-60 MB, an uncompressed 100-megapixel PNG about 300 MB is not a photo), far below RAM
 DEFAULT_MAX_FILE_BYTES = 256 * 2**20
+#: the largest label file read: IMDB-WIKI's imdb.mat (460,723 faces) is about 70 MB
+MAX_LABEL_FILE_BYTES = 1 << 30
 
 
 class ImageDecodeError(AgebenchError):
