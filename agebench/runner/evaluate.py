@@ -23,7 +23,7 @@ from agebench.benchmarks.spec import BenchmarkData, BenchmarkSpec, LoadOptions, 
 from agebench.config import DetectConfig
 from agebench.errors import AgebenchError
 from agebench.faces.detect import FaceDetector
-from agebench.findings import eval_findings
+from agebench.findings import declared_training, eval_findings
 from agebench.metrics import compute_group_metrics, compute_metrics
 from agebench.models.catalog import DEFAULT_MODEL, resolve_model
 from agebench.models.manifest import ModelSpec
@@ -369,6 +369,8 @@ class EvalRun:
                 "per_fold": {str(k): m.sha256 for k, m in self.models.items()}
                 if len(self.models) > 1
                 else None,
+                # what the manifests say it was trained on: the findings match it to the bench
+                **declared_training(list(self.models.values())),
             },
             "faces": {
                 "mode": self.faces,
