@@ -30,6 +30,21 @@ def bias_findings(summary: Mapping[str, Any]) -> list[Finding]:
 # --- a model that has seen the test set -------------------------------------------------------
 
 
+#: the kinds that say a model may have seen the test set, with the short word a ranking shows
+CONTAMINATION_KINDS: dict[str, str] = {
+    "trained-on-benchmark": "declared",
+    "suspected-trained-on-benchmark": "suspected",
+    "memorisation": "memorised",
+}
+
+
+def contamination_marks(findings: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The short words (declared, suspected, memorised) of a run's contamination findings,
+    each once, in that order: what a ranking shows beside a model's name."""
+    kinds = {str(f.get("kind")) for f in findings}
+    return [word for kind, word in CONTAMINATION_KINDS.items() if kind in kinds]
+
+
 def contamination_findings(summary: Mapping[str, Any], models: Sequence[Any]) -> list[Finding]:
     """Declared training data that includes this benchmark, and the data's own signal.
 
@@ -65,7 +80,7 @@ def contamination_findings(summary: Mapping[str, Any], models: Sequence[Any]) ->
     for target, metrics in (summary.get("metrics") or {}).items():
         signal = metrics.get("memorisation") if isinstance(metrics, Mapping) else None
         if isinstance(signal, Mapping) and signal.get("flagged"):
-            findings.append({"kind": "memorisation", "message": _memorisation(target, signal)})
+            findings.append(memorisation_finding(target, signal))
     return findings
 
 
@@ -108,6 +123,11 @@ def _who(label: str, names: Sequence[str]) -> str:
     """The run's model label, naming the fold models when only some of a family are meant."""
     shown = [n for n in names if n and n != label]
     return f"{label} ({', '.join(shown)})" if shown else label
+
+
+def memorisation_finding(target: str, signal: Mapping[str, Any]) -> Finding:
+    """The finding of a flagged memorisation signal (also used by compare on its records)."""
+    return {"kind": "memorisation", "message": _memorisation(target, signal)}
 
 
 def _memorisation(target: str, signal: Mapping[str, Any]) -> str:
