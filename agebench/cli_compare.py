@@ -194,6 +194,13 @@ def _compare(
     console.print(models_table(comparison))
     if len(comparison["pairs"]) <= MAX_PAIRS_PRINTED:
         console.print(pairs_table(comparison))
+    for finding in comparison.get("findings") or []:
+        console.print(
+            f"[bold yellow]{escape(finding['model'])}: {escape(finding['kind'])}:[/] "
+            f"{escape(finding['message'])}",
+            highlight=False,
+            soft_wrap=True,
+        )
     inter = comparison["intersection"]
     console.print(
         f"headline over the {inter['n_scored_by_all']} of {inter['n_label_rows']} label rows "
@@ -280,6 +287,9 @@ def ranking_table(comparison: dict[str, Any]) -> Table:
     ]
     if any(m.get("epsilon_error") is not None for m in rows):
         columns.append(("epsilon", [m.get("epsilon_error") for m in rows], ".3f", "low"))
+    if any(e.get("contamination") for e in order):
+        seen = [", ".join(e.get("contamination") or []) or "no" for e in order]
+        columns.append(("seen test set", seen, "text", None))
     title = (
         f"agebench compare: {bench['name']} ({bench['protocol']}, {bench['split'] or 'all'}), "
         f"{comparison['target']}, on the {inter['n_scored_by_all']} images every model scored"

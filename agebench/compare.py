@@ -35,6 +35,7 @@ import numpy as np
 
 from agebench import stats
 from agebench.errors import AgebenchError
+from agebench.findings import contamination_marks, memorisation_finding
 from agebench.metrics import EPSILON_TARGETS, FAILURE_STATUSES, compute_metrics, true_value
 from agebench.provenance import provenance
 from agebench.runner import sink
@@ -352,6 +353,18 @@ def _epsilon(rows: Sequence[Mapping[str, Any]], target: str) -> dict[str, Any]:
     return {"epsilon_error": None, "n_epsilon": 0, "epsilon_target": None}
 
 
+def _run_findings(run: FinishedRun, metrics: Mapping[str, Any]) -> list[dict[str, str]]:
+    """A run's eval findings, carried as they are; and, when the memorisation signal on the
+    compared records is over its threshold where the eval's own was not (a run scored before
+    the signal existed, or a subset that concentrates it), that finding too: a ranking must
+    not put a model that has seen the test set first without saying so."""
+    findings = [dict(f) for f in run.summary.get("findings") or [] if isinstance(f, Mapping)]
+    signal = metrics.get("memorisation") or {}
+    if signal.get("flagged") and not any(f.get("kind") == "memorisation" for f in findings):
+        findings.append(memorisation_finding(str(metrics.get("target")), signal))
+    return findings
+
+
 def _throughput(summary: Mapping[str, Any]) -> dict[str, Any]:
     timing = summary.get("timing") or {}
     execution = summary.get("execution") or {}
@@ -451,6 +464,7 @@ def compare_runs(
                 "metrics": metrics,
                 **_epsilon(rows, target),
                 "full_set": _full_set(run.summary, target),
+                "findings": _run_findings(run, metrics),
                 "throughput": _throughput(run.summary),
                 "model_size_bytes": _model_size(run, catalog),
                 "failures": {
@@ -509,6 +523,10 @@ def compare_runs(
         {(p["a"], p["b"]): p["wilcoxon"]["p_holm"] for p in pairs},
         alpha,
     )
+    for entry in rank["order"]:
+        entry["contamination"] = contamination_marks(
+            next(m["findings"] for m in models if m["label"] == entry["model"])
+        )
     bench = runs[0].benchmark
     return {
         "schema": COMPARISON_SCHEMA,
@@ -563,6 +581,7 @@ def compare_runs(
         "pairs": pairs,
         "matrix": matrix,
         "ranking": rank,
+        "findings": [{"model": m["label"], **finding} for m in models for finding in m["findings"]],
         "failures": failures,
         "provenance": provenance(),
     }

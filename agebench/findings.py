@@ -82,6 +82,116 @@ def _number(value: Any) -> float | None:
 # --- a model that has seen the test set -------------------------------------------------------
 
 
+#: the kinds that say a model may have seen the test set, with the short word a ranking shows
+CONTAMINATION_KINDS: dict[str, str] = {
+    "trained-on-benchmark": "declared",
+    "suspected-trained-on-benchmark": "suspected",
+    "memorisation": "memorised",
+}
+
+
+def contamination_marks(findings: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The short words (declared, suspected, memorised) of a run's contamination findings,
+    each once, in that order: what a ranking shows beside a model's name."""
+    kinds = {str(f.get("kind")) for f in findings}
+    return [word for kind, word in CONTAMINATION_KINDS.items() if kind in kinds]
+
+
 def contamination_findings(summary: Mapping[str, Any], models: Sequence[Any]) -> list[Finding]:
-    """Declared training data that includes this benchmark, and the data's own signal."""
-    return []
+    """Declared training data that includes this benchmark, and the data's own signal.
+
+    Three kinds, each reported on its own because each has its own evidence: the manifest's
+    authors declare the benchmark (``trained-on-benchmark``), someone suspects it with a reason
+    (``suspected-trained-on-benchmark``), and the errors themselves pile up at zero
+    (``memorisation``, from ``agebench.metrics.memorisation_signal``). The first two are
+    matched on the benchmark's name only: a run through a generic loader (``csv``,
+    ``facebase``) is identified by the data's signal alone."""
+    bench = str((summary.get("benchmark") or {}).get("name", ""))
+    label = str((summary.get("model") or {}).get("name", "the model"))
+    findings: list[Finding] = []
+    declared = sorted(
+        {spec_name for spec_name, names in _declared(models) if bench in names},
+    )
+    if declared:
+        findings.append(
+            {
+                "kind": "trained-on-benchmark",
+                "message": f"{_who(label, declared)} declares {bench} among its training data "
+                "(manifest provenance.training_data): these numbers measure how well it "
+                "remembers images it was trained on, not how well it estimates age",
+            }
+        )
+    for spec_name, reason in _suspected(models, bench):
+        findings.append(
+            {
+                "kind": "suspected-trained-on-benchmark",
+                "message": f"{_who(label, [spec_name])} is suspected of having been trained "
+                f"on {bench} (manifest provenance.suspected_training_data): {reason}",
+            }
+        )
+    for target, metrics in (summary.get("metrics") or {}).items():
+        signal = metrics.get("memorisation") if isinstance(metrics, Mapping) else None
+        if isinstance(signal, Mapping) and signal.get("flagged"):
+            findings.append(memorisation_finding(target, signal))
+    return findings
+
+
+def declared_training(models: Sequence[Any]) -> dict[str, list[Any]]:
+    """What the models of a run declare and are suspected of having been trained on, for
+    ``summary["model"]``: names across every model of a per-fold family, each once."""
+    from agebench.models.training_data import suspected_training_data
+
+    declared = sorted({name for _, names in _declared(models) for name in names})
+    suspected: list[dict[str, str]] = []
+    for spec in models:
+        for entry in suspected_training_data(getattr(spec, "provenance", {}) or {}):
+            if entry not in suspected:
+                suspected.append(entry)
+    return {"training_data": declared, "suspected_training_data": suspected}
+
+
+def _declared(models: Sequence[Any]) -> list[tuple[str, list[str]]]:
+    from agebench.models.training_data import declared_training_data
+
+    return [
+        (str(spec.name), declared_training_data(getattr(spec, "provenance", {}) or {}))
+        for spec in models
+    ]
+
+
+def _suspected(models: Sequence[Any], bench: str) -> list[tuple[str, str]]:
+    """(model, reason) for each suspicion naming ``bench``; one line per distinct reason."""
+    from agebench.models.training_data import suspected_training_data
+
+    seen: dict[str, list[str]] = {}
+    for spec in models:
+        for entry in suspected_training_data(getattr(spec, "provenance", {}) or {}):
+            if entry["name"] == bench:
+                seen.setdefault(entry["reason"], []).append(str(spec.name))
+    return [(names[0] if len(names) == 1 else "", reason) for reason, names in seen.items()]
+
+
+def _who(label: str, names: Sequence[str]) -> str:
+    """The run's model label, naming the fold models when only some of a family are meant."""
+    shown = [n for n in names if n and n != label]
+    return f"{label} ({', '.join(shown)})" if shown else label
+
+
+def memorisation_finding(target: str, signal: Mapping[str, Any]) -> Finding:
+    """The finding of a flagged memorisation signal (also used by compare on its records)."""
+    return {"kind": "memorisation", "message": _memorisation(target, signal)}
+
+
+def _memorisation(target: str, signal: Mapping[str, Any]) -> str:
+    ratio = signal.get("ratio")
+    ratio_text = "infinitely" if ratio is None else f"{ratio:.1f} times"
+    confidence = float(signal.get("confidence") or 0.95)
+    return (
+        f"{target}: {signal['n_zero']} of {signal['n']} scored errors are within "
+        f"{signal['zero_window']:g} years of zero and {signal['n_neighbour']} between "
+        f"{signal['zero_window']:g} and {signal['neighbour_window'][1]:g}: the error density at "
+        f"zero is {ratio_text} the density beside it (lower {confidence:.0%} bound "
+        f"{signal['ratio_low']:.1f}, over the threshold {signal['threshold']:g}; a model that "
+        "generalises gives about 1). The model has probably seen these images, or copies of "
+        "them, with their labels"
+    )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agebench.errors import ManifestError
+from agebench.models.training_data import parse_training_data
 
 SCHEMA_VERSION = 1
 Layout = Literal["NCHW", "NHWC"]
@@ -293,7 +294,7 @@ def parse_manifest(
                 "graph_optimization", ("disable", "basic", "extended", "all"), "basic"
             )
         ),
-        provenance=dict(r.sub("provenance").table),
+        provenance=parse_training_data(r.sub("provenance").table, f"{where} [provenance]"),
         manifest_path=None,
         extra={k: v for k, v in doc.items() if k not in _KNOWN_KEYS},
     )

@@ -103,6 +103,8 @@ def _ranking_section(c: Mapping[str, Any]) -> Section:
     headers += ["ε-error"] if with_eps else []
     headers += ["full-set MAE", "full-set coverage", "images/s", "size", "failed records"]
     headers += ["differs from next"]
+    seen = any(entry.get("contamination") for entry in ranking.get("order") or [])
+    headers += ["has seen the test set"] if seen else []
     rows = []
     for entry in ranking.get("order") or []:
         m = models.get(entry["model"], {})
@@ -126,6 +128,7 @@ def _ranking_section(c: Mapping[str, Any]) -> Section:
                 DASH
                 if nxt is None
                 else f"{'yes' if nxt else 'no'} (Holm p {_p(entry.get('p_to_next'))})",
+                *([", ".join(entry.get("contamination") or []) or "no"] if seen else []),
             ]
         )
     n_pairs = len(c.get("pairs") or [])
@@ -391,12 +394,31 @@ def _provenance_section(c: Mapping[str, Any]) -> Section:
     return Section("Provenance", tables=tables)
 
 
+def _findings_section(c: Mapping[str, Any]) -> Section | None:
+    """Each run's findings, first: a model that has seen the test set may rank first."""
+    findings = c.get("findings") or []
+    if not findings:
+        return None
+    return Section(
+        "Read this first",
+        [
+            "Findings that change what the ranking means. 'Has seen the test set' in the "
+            "ranking: declared (its manifest names this benchmark among its training data), "
+            "suspected (its manifest gives a reason to think so), memorised (its errors pile "
+            "up at zero: see each eval report's error density at zero)."
+        ],
+        items=[f"{f.get('model')}: {f.get('kind')}: {f.get('message')}" for f in findings],
+    )
+
+
 def build_sections(comparison: Mapping[str, Any]) -> tuple[str, list[Section]]:
     """The report's title and sections, shared by both renderers."""
     bench = comparison.get("benchmark") or {}
     labels = [m["label"] for m in comparison.get("models") or []]
     title = f"{bench.get('title') or bench.get('name') or 'benchmark'}: {' vs '.join(labels)}"
+    findings = _findings_section(comparison)
     sections = [
+        *([findings] if findings else []),
         _ranking_section(comparison),
         _pairs_section(comparison),
         _cs_section(comparison),

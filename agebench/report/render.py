@@ -224,7 +224,36 @@ def _target_section(target: str, m: Mapping[str, Any]) -> Section:
             "all images."
         )
     tables.append(_under_age_table(m))
+    if m.get("memorisation"):
+        tables.append(_memorisation_table(m["memorisation"]))
+        paragraphs.append(
+            "Error density at zero: the errors within 0.5 years of zero against those between "
+            "0.5 and 1.5 years (per year of width). A model that generalises has a smooth "
+            "error density, about 1; one that has seen these images with their labels gives "
+            "them back and piles its errors at zero. It is flagged when the lower confidence "
+            "bound is over the threshold and enough errors are near zero to tell."
+        )
     return Section(f"Target: {target}", paragraphs, tables, plots=target)
+
+
+def _memorisation_table(s: Mapping[str, Any]) -> Table:
+    zero, (low, high) = s.get("zero_window", 0.5), s.get("neighbour_window") or [0.5, 1.5]
+    confidence = s.get("confidence") or 0.95
+    near = s.get("n_zero", 0) + s.get("n_neighbour", 0)
+    flagged = "yes" if s.get("flagged") else "no"
+    if not s.get("flagged") and near < (s.get("min_count") or 0):
+        flagged = f"no ({near} near zero, {s.get('min_count')} needed)"
+    headers = [f"|error| ≤ {zero:g}", f"{low:g} < |error| ≤ {high:g}", "density ratio"]
+    headers += [f"lower {100 * confidence:.0f}% bound", "threshold", "flagged"]
+    row = [
+        f"{s.get('n_zero', 0)} ({_pct(s.get('share_zero'))})",
+        f"{s.get('n_neighbour', 0)} ({_pct(s.get('share_neighbour'))})",
+        _num(s.get("ratio")),
+        _num(s.get("ratio_low")),
+        _text(s.get("threshold")),
+        flagged,
+    ]
+    return Table(headers, [row], "Error density at zero (memorisation signal)")
 
 
 def _group_section(g: Mapping[str, Any]) -> Section:

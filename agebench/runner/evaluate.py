@@ -27,7 +27,7 @@ from agebench.config import DetectConfig
 from agebench.errors import AgebenchError
 from agebench.faces.detect import FaceDetector
 from agebench.fileread import MAX_LABEL_FILE_BYTES, ImageDecodeError, read_image_bytes
-from agebench.findings import eval_findings
+from agebench.findings import declared_training, eval_findings
 from agebench.metrics import compute_group_metrics, compute_metrics, predicted_group
 from agebench.models.catalog import DEFAULT_MODEL, resolve_model
 from agebench.models.manifest import ModelSpec, spec_digest
@@ -455,6 +455,8 @@ class EvalRun:
                 "per_fold": {str(k): m.sha256 for k, m in self.models.items()}
                 if len(self.models) > 1
                 else None,
+                # what the manifests say it was trained on: the findings match it to the bench
+                **declared_training(list(self.models.values())),
             },
             "faces": {
                 "mode": self.faces,

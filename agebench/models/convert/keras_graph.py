@@ -1635,7 +1635,8 @@ APMOE_MANIFEST: dict[str, Any] = {
             "dataset/model redistribution rights before production use'."
         ),
         "architecture": "MobileNetV2 1.00 (Keras applications, 200x200 input, avg pooling)",
-        "training_data": (
+        "training_data": [],
+        "training_data_notes": (
             "not stated for this file; apmoe's README (the wheel's METADATA) lists the Kaggle "
             "'Facial Age' dataset (frabbisw/facial-age) among the project's datasets"
         ),

@@ -122,7 +122,8 @@ MANIFEST: dict[str, Any] = {
             "pretrained weights to academic research, as the IMDB-WIKI terms require"
         ),
         "architecture": "Wide ResNet 16-8, pre-activation, 64x64 input, two softmax heads",
-        "training_data": (
+        "training_data": ["imdb-wiki"],
+        "training_data_notes": (
             "IMDB-WIKI, IMDB part (create_db.py: face_score >= 1, no second face, age 0..100, "
             "gender known), 64x64 crops; the file name's 3.73 matches the README's best val_loss "
             "3.731, trained with mixup and random erasing"
