@@ -259,6 +259,20 @@ def predict(
     sys.exit(outcome.exit_code)
 
 
+def image_progress(description: str = "[bold]{task.description}") -> Progress:
+    """A rich progress display counting images, on stderr (one look for every command)."""
+    return Progress(
+        TextColumn(description),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("images"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
 class _progress_bar:
     """A rich bar fed by the runner's ``(event, amount)`` callbacks, drawn from the first
     one on: a run refused before its first image (folder busy, another run's folder) prints
@@ -275,16 +289,7 @@ class _progress_bar:
         with self._lock:
             if self.progress is not None:
                 return self.progress
-            progress = Progress(
-                TextColumn(f"[bold]{self.label}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("images"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=console,
-                transient=False,
-            )
+            progress = image_progress(f"[bold]{self.label}")
             progress.start()
             self.task = progress.add_task(self.label, total=None)
             self.progress = progress

@@ -13,17 +13,9 @@ from typing import Any
 import click
 from rich import box
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
-from agebench.cli import run_options
+from agebench.cli import image_progress, run_options
 
 #: the pairs printed on the terminal; the report has them all
 MAX_PAIRS_PRINTED = 10
@@ -153,16 +145,7 @@ def _compare(
         "out_root": out_root,
         "n_boot": n_boot,
     }
-    bars = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("images"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
+    bars = image_progress()
     tasks: dict[str, Any] = {}
 
     def on_progress(item: str, event: str, amount: int) -> None:

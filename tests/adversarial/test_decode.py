@@ -132,7 +132,19 @@ def test_a_file_growing_while_read_is_not_read_past_the_cap(
     assert sum(reads) == 1001
 
 
-def test_every_hostile_entry_of_a_folder_gets_a_reason(tmp_path: Path, jpeg: bytes) -> None:
+#: the reason each hostile entry of :func:`_hostile_folder` is recorded with
+HOSTILE_REASONS = {
+    "dangling.png": "dangling symlink",
+    "dir.jpg": "is a directory, not an image file",
+    "fifo.jpg": "not a regular file (FIFO)",
+    "loop.jpg": "symlink loop",
+    "zero.jpg": "not a regular file (character device)",
+}
+
+
+def _hostile_folder(tmp_path: Path, jpeg: bytes) -> Path:
+    """One good photo beside every kind of entry that must not be read, and two that must
+    not even be listed (a hidden name, a name that is no image's)."""
     root = tmp_path / "photos"
     root.mkdir()
     (root / "good.jpg").write_bytes(jpeg)
@@ -143,6 +155,11 @@ def test_every_hostile_entry_of_a_folder_gets_a_reason(tmp_path: Path, jpeg: byt
     (root / "dir.jpg").symlink_to(tmp_path, target_is_directory=True)
     (root / "notes.txt").write_text("not an image name")
     (root / ".hidden.jpg").symlink_to("/dev/zero")
+    return root
+
+
+def test_every_hostile_entry_of_a_folder_gets_a_reason(tmp_path: Path, jpeg: bytes) -> None:
+    root = _hostile_folder(tmp_path, jpeg)
     found = _finishes(lambda: [p.name for p in iter_images(root)])
     assert found == ["dangling.png", "dir.jpg", "fifo.jpg", "good.jpg", "loop.jpg", "zero.jpg"]
     assert count_images(root) == len(found)
@@ -151,14 +168,7 @@ def test_every_hostile_entry_of_a_folder_gets_a_reason(tmp_path: Path, jpeg: byt
     )
     jobs = [Job(p, Path(p.name), box=(0.0, 0.0, 50.0, 50.0)) for p in iter_images(root)]
     items = _finishes(preparer.prepare_many, jobs)
-    assert {i.relative.name: i.error for i in items} == {
-        "dangling.png": "dangling symlink",
-        "dir.jpg": "is a directory, not an image file",
-        "fifo.jpg": "not a regular file (FIFO)",
-        "good.jpg": None,
-        "loop.jpg": "symlink loop",
-        "zero.jpg": "not a regular file (character device)",
-    }
+    assert {i.relative.name: i.error for i in items} == {**HOSTILE_REASONS, "good.jpg": None}
 
 
 def test_walk_prints_no_warning_for_odd_entries(
@@ -174,12 +184,7 @@ def test_walk_prints_no_warning_for_odd_entries(
 @pytest.mark.slow
 def test_predict_on_a_fifo_photo_and_a_hostile_folder_exits(tmp_path: Path, jpeg: bytes) -> None:
     """The CLI end to end, in a subprocess with a timeout: a hang fails the test."""
-    root = tmp_path / "photos"
-    root.mkdir()
-    (root / "good.jpg").write_bytes(jpeg)
-    os.mkfifo(root / "fifo.jpg")
-    (root / "loop.jpg").symlink_to(root / "loop.jpg")
-    (root / "zero.jpg").symlink_to("/dev/zero")
+    root = _hostile_folder(tmp_path, jpeg)
     for target, out in ((root / "fifo.jpg", tmp_path / "one"), (root, tmp_path / "all")):
         run = subprocess.run(
             [sys.executable, "-m", "agebench", "predict", str(target), "--out", str(out)],
@@ -193,12 +198,8 @@ def test_predict_on_a_fifo_photo_and_a_hostile_folder_exits(tmp_path: Path, jpeg
         summary = json.loads((out / "summary.json").read_text())
         errors = {Path(f["image"]).name: f["error"] for f in summary["failures"]}
         assert "not a regular file (FIFO)" in errors.values()
-    assert errors == {
-        "fifo.jpg": "not a regular file (FIFO)",
-        "loop.jpg": "symlink loop",
-        "zero.jpg": "not a regular file (character device)",
-    }
-    assert summary["counts"]["images"] == 4 and summary["counts"]["images_ok"] == 1
+    assert errors == HOSTILE_REASONS
+    assert summary["counts"]["images"] == 6 and summary["counts"]["images_ok"] == 1
 
 
 # --------------------------------------------------------------- section 5: damaged data
