@@ -555,3 +555,37 @@ def test_grey_and_rotated_jpegs_match_pillow(face_rgb: np.ndarray, tmp_path: Pat
             expected = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
         assert np.array_equal(decoded.rgb, expected), orientation
         assert decoded.notes == (f"EXIF orientation {orientation} applied",)
+
+
+# --- header sizes read without Pillow -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode", "options"),
+    [
+        ("JPEG", "RGB", {"quality": 90}),
+        ("JPEG", "RGB", {"progressive": True}),
+        ("JPEG", "L", {}),
+        ("JPEG", "CMYK", {}),
+        ("JPEG", "RGB", {"exif": _with_orientation(6)}),
+        ("PNG", "RGBA", {}),
+        ("WEBP", "RGB", {}),
+        ("BMP", "RGB", {}),
+    ],
+)
+def test_header_pixels_agrees_with_pillow(tmp_path: Path, fmt: str, mode: str, options: dict):
+    """The runner's pixel budget reads JPEG and PNG headers itself (Pillow's open costs three
+    times as much); other formats, and anything odd, still go through Pillow."""
+    path = tmp_path / f"image.{fmt.lower()}"
+    Image.new(mode, (321, 123), 0).save(path, fmt, **options)
+    assert imageio.header_pixels(path) == 321 * 123
+
+
+def test_header_pixels_of_the_real_chips_and_odd_files(face_chips: list[Path], tmp_path: Path):
+    for chip in face_chips:
+        with Image.open(chip) as image:
+            assert imageio.header_pixels(chip) == image.width * image.height
+    (tmp_path / "cut.jpg").write_bytes(face_chips[0].read_bytes()[:40])  # header cut short
+    (tmp_path / "text.jpg").write_text("not an image")
+    assert imageio.header_pixels(tmp_path / "cut.jpg") == 0
+    assert imageio.header_pixels(tmp_path / "text.jpg") == 0
