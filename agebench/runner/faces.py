@@ -40,6 +40,17 @@ class Job:
     key: Any = None
     #: record the content's sha256 (eval's provenance); read once, hashed and decoded
     hash_content: bool = False
+    #: the encoded image itself, already in memory (the Python API's bytes inputs): decoded
+    #: exactly as the file at ``path`` would be, and ``path`` is only its name in records
+    data: bytes | None = None
+    #: pixels decoded already (the Python API's PIL images and arrays): no file is read
+    #: or decoded, the crops are cut from these as from a full-size decode
+    pixels: DecodedImage | None = None
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the image is given in memory rather than read from ``path``."""
+        return self.data is not None or self.pixels is not None
 
 
 @dataclass
@@ -192,8 +203,16 @@ class FacePreparer:
 
     def _decode(self, job: Job) -> _Source:
         item = PreparedImage(path=job.path, relative=job.relative, key=job.key)
+        if job.pixels is not None:
+            item.notes = list(job.pixels.notes)
+            item.width, item.height = job.pixels.width, job.pixels.height
+            return _Source(item, job.pixels)
         try:
-            data = read_image_bytes(job.path, max_bytes=self.max_file_bytes)
+            data = (
+                job.data
+                if job.data is not None
+                else read_image_bytes(job.path, max_bytes=self.max_file_bytes)
+            )
         except ImageDecodeError as error:
             item.status, item.error = "failed", error.reason
             return _Source(item)

@@ -59,6 +59,8 @@ __all__ = [
     "DecodedImage",
     "ImageDecodeError",
     "decode_image",
+    "decode_pillow",
+    "decoded_array",
     "has_decoder_warning",
     "header_pixels",
 ]
@@ -154,22 +156,86 @@ def decode_image(
             image.close()
 
 
-def header_pixels(path: Path | str) -> int:
+def header_pixels(path: Path | str | BinaryIO) -> int:
     """Width x height from the file's header (0 when unknown), without decoding a pixel.
 
     Lets the runner count the pixels a chunk will hold before decoding it. Only regular files
     are opened, without blocking; anything odd counts 0 and is named when it is decoded.
+    ``path`` may also be an open binary stream (an image given in memory).
     """
     try:
-        with open_regular_file(path) as fh:
-            size = _jpeg_header_size(fh) or _png_header_size(fh)
-            if size is not None:
-                return size[0] * size[1]
-            fh.seek(0)
-            with Image.open(fh) as image:
-                return int(image.width) * int(image.height)
+        if isinstance(path, str | Path):
+            with open_regular_file(path) as fh:
+                return _header_pixels(fh)
+        return _header_pixels(path)
     except Exception:  # decoding reports the reason with the file's record
         return 0
+
+
+def _header_pixels(fh: BinaryIO) -> int:
+    size = _jpeg_header_size(fh) or _png_header_size(fh)
+    if size is not None:
+        return size[0] * size[1]
+    fh.seek(0)
+    with Image.open(fh) as image:
+        return int(image.width) * int(image.height)
+
+
+def decode_pillow(
+    image: Image.Image, name: Path | str, *, max_pixels: int = 200_000_000, strict: bool = False
+) -> DecodedImage:
+    """An image opened (or made) with Pillow, normalised as a file's decode is: EXIF
+    orientation applied, any mode converted to RGB by the same rules (16-bit scaled,
+    transparency on white...). ``name`` names it in errors.
+
+    The image's current frame is used as it is (a caller who picked a frame meant it), and
+    the caller's image is never changed: a lazily opened one is loaded, transposition copies.
+    A file's JPEG decode may be reduced (draft) where a Pillow image is always taken at full
+    size, so the two agree exactly only when the file path decodes at full size as well.
+    """
+    path = Path(name)
+    _check_dimensions(image, path, max_pixels)
+    notes: list[str] = []
+    _load(image, path)
+    orientation = _read_orientation(image, notes)
+    upright = _apply_orientation(image, orientation, notes)
+    rgb = np.ascontiguousarray(_to_rgb_array(upright, path, notes))
+    if strict:
+        _refuse_warnings(path, notes)
+    return DecodedImage(
+        rgb=rgb,
+        width=rgb.shape[1],
+        height=rgb.shape[0],
+        source_mode=image.mode,
+        exif_orientation=orientation,
+        notes=tuple(notes),
+        full_size=(rgb.shape[1], rgb.shape[0]),
+    )
+
+
+def decoded_array(rgb: np.ndarray, name: Path | str) -> DecodedImage:
+    """An RGB ``H x W x 3`` uint8 array taken as a decoded image (no orientation: an array
+    has no EXIF); anything else is refused with :class:`ImageDecodeError` naming the shape."""
+    array = np.asarray(rgb)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+        raise ImageDecodeError(
+            name,
+            f"expected an RGB uint8 array of shape (H, W, 3), got {array.dtype} "
+            f"{tuple(array.shape)}",
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageDecodeError(name, f"zero-size image ({array.shape[1]}x{array.shape[0]})")
+    array = np.ascontiguousarray(array)
+    height, width = array.shape[:2]
+    return DecodedImage(
+        rgb=array,
+        width=width,
+        height=height,
+        source_mode="RGB array",
+        exif_orientation=1,
+        notes=(),
+        full_size=(width, height),
+    )
 
 
 #: start-of-frame markers (baseline, progressive, lossless, arithmetic): they carry the size

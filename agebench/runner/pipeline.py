@@ -19,7 +19,7 @@ from agebench.config import PredictConfig
 from agebench.errors import AgebenchError
 from agebench.faces.detect import FaceDetector
 from agebench.models.catalog import resolve_model
-from agebench.models.manifest import spec_digest
+from agebench.models.manifest import ModelSpec, spec_digest
 from agebench.models.predictor import Predictor, available_cores
 from agebench.provenance import provenance
 from agebench.runner import sink
@@ -142,6 +142,60 @@ def _relative(path: Path, root: Path) -> Path:
     return Path(path.name) if not root.is_dir() else path.relative_to(root)
 
 
+@dataclass
+class PredictStack:
+    """The model, detector and face preparer of a predict run: built in one place, so that
+    ``agebench predict`` and the Python API (``agebench.load``) prepare faces identically."""
+
+    spec: ModelSpec
+    predictor: Predictor
+    preparer: FacePreparer
+    workers: int
+    #: where MTCNN runs (None: no detection)
+    detector_device: str | None
+    #: the sentence saying how ready crops become model input (None: not ``--faces none``)
+    crop_plan: str | None
+
+    @classmethod
+    def build(cls, config: PredictConfig) -> PredictStack:
+        """Resolve and verify the model, load it, and set up detection and cropping as
+        ``config`` says (its input and output folders are not looked at)."""
+        spec = resolve_model(config.model, config.manifest)
+        predictor = Predictor(
+            spec,
+            device=config.device,
+            tuning=config.tuning,
+            backend=config.backend,
+            precision=config.precision,
+        )
+        workers = config.workers or available_cores()
+        detector_device: str | None = None
+        detector = None
+        if config.faces == "detect":
+            detector_device = torch_device(config.device)
+            share_cores_with_workers(workers)
+            d = config.detect
+            detector = FaceDetector(
+                device=detector_device,
+                min_face_size=d.min_face_size,
+                max_side=d.max_side,
+                retry_pad=d.retry_pad,
+            )
+        ready = plan_ready_crops(config.ready_crop, spec.crop) if config.faces == "none" else None
+        preparer = FacePreparer(
+            spec.crop,
+            predictor.input_size,
+            config.faces,
+            config.detect,
+            detector,
+            ready,
+            strict=config.strict,
+        )
+        return cls(
+            spec, predictor, preparer, workers, detector_device, ready.describe() if ready else None
+        )
+
+
 class PredictRun:
     """A predict run, set up (model verified, outputs checked) before any image is read.
 
@@ -154,14 +208,10 @@ class PredictRun:
         if config.batch_size is not None and config.batch_size < 1:
             raise AgebenchError(f"--batch-size must be at least 1, got {config.batch_size}")
         self.config = config
-        self.spec = resolve_model(config.model, config.manifest)
-        self.predictor = Predictor(
-            self.spec,
-            device=config.device,
-            tuning=config.tuning,
-            backend=config.backend,
-            precision=config.precision,
-        )
+        stack = PredictStack.build(config)
+        self.spec, self.predictor, self.preparer = stack.spec, stack.predictor, stack.preparer
+        self.workers, self.detector_device = stack.workers, stack.detector_device
+        self.crop_plan = stack.crop_plan
         self.model = {"name": self.spec.name, "sha256": self.predictor.sha256}
         self.identity = RunIdentity(
             "predict",
@@ -170,32 +220,6 @@ class PredictRun:
                 "settings": config.fingerprint(),
             },
         )
-        self.workers = config.workers or available_cores()
-        self.detector_device: str | None = None
-        detector = None
-        if config.faces == "detect":
-            self.detector_device = torch_device(config.device)
-            share_cores_with_workers(self.workers)
-            d = config.detect
-            detector = FaceDetector(
-                device=self.detector_device,
-                min_face_size=d.min_face_size,
-                max_side=d.max_side,
-                retry_pad=d.retry_pad,
-            )
-        ready = (
-            plan_ready_crops(config.ready_crop, self.spec.crop) if config.faces == "none" else None
-        )
-        self.preparer = FacePreparer(
-            self.spec.crop,
-            self.predictor.input_size,
-            config.faces,
-            config.detect,
-            detector,
-            ready,
-            strict=config.strict,
-        )
-        self.crop_plan = ready.describe() if ready else None
 
     def run(
         self, progress: ProgressCallback | None = None, notify: Notify | None = None

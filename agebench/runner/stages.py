@@ -22,6 +22,7 @@ larger than that runs alone), so the memory decoding holds does not grow with im
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -73,7 +74,7 @@ def chunked_by_pixels(
     chunk: list[Job] = []
     pixels = 0
     for job in items:
-        cost = header_pixels(job.path)
+        cost = _job_pixels(job)
         if chunk and (len(chunk) >= size or pixels + cost > max_pixels):
             yield chunk, pixels
             chunk, pixels = [], 0
@@ -107,6 +108,16 @@ class PixelBudget:
         with self._changed:
             self._free += pixels
             self._changed.notify_all()
+
+
+def _job_pixels(job: Job) -> int:
+    """The pixels a job will decode to, from the file's header (0 when unknown): an image
+    given in memory is counted by its own header or array, never by a file of its name."""
+    if job.pixels is not None:
+        return job.pixels.width * job.pixels.height
+    if job.data is not None:
+        return header_pixels(io.BytesIO(job.data))
+    return header_pixels(job.path)
 
 
 def _jpeg_bytes(path: Path) -> bytes | None:
@@ -220,7 +231,12 @@ class BatchRunner:
         host: list[tuple[int, Job]] = []
         encoded: list[tuple[PreparedImage, bytes]] = []
         for index, job in enumerate(jobs):
-            data = _jpeg_bytes(job.path)
+            if job.pixels is not None:
+                data = None  # decoded already: cut on the host
+            elif job.data is not None:
+                data = job.data if job.data[:3] == b"\xff\xd8\xff" else None
+            else:
+                data = _jpeg_bytes(job.path)
             if data is None:  # not a JPEG, or unreadable: the host path names the reason
                 host.append((index, job))
                 continue
