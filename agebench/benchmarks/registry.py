@@ -3,6 +3,7 @@ the ``agebench.benchmarks`` entry-point group (a target giving a BenchmarkSpec).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from agebench.benchmarks.spec import BenchmarkError, BenchmarkSpec
@@ -41,3 +42,42 @@ def get_benchmark(name: str) -> BenchmarkSpec:
     if not isinstance(spec, BenchmarkSpec):
         raise BenchmarkError(f"benchmark {name!r} resolved to {type(spec).__name__}, not a spec")
     return spec
+
+
+@dataclass(frozen=True)
+class BenchInfo:
+    """One benchmark of ``agebench.benches.list()``: what ``agebench benches list`` shows."""
+
+    name: str
+    title: str
+    version: str
+    protocols: tuple[str, ...]
+    splits: tuple[str, ...]
+    targets: tuple[str, ...]
+    #: what its images are: "tight" or "margin" face crops, or whole "photo"s
+    crops: str
+    crop_margin: float
+    default_faces: str
+    spec: BenchmarkSpec = field(repr=False)
+
+
+def bench_infos() -> list[BenchInfo]:
+    """Every benchmark agebench can read (built in and plugged in), by name."""
+    infos = []
+    for name in benchmarks().names():
+        spec = get_benchmark(name)
+        infos.append(
+            BenchInfo(
+                name=name,
+                title=spec.title,
+                version=str(spec.version),
+                protocols=tuple(spec.protocols),
+                splits=tuple(spec.splits),
+                targets=tuple(spec.targets),
+                crops=spec.crops.kind,
+                crop_margin=float(spec.crops.margin),
+                default_faces=spec.default_faces,
+                spec=spec,
+            )
+        )
+    return infos

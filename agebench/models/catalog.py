@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from agebench.errors import AgebenchError, ManifestError, ModelNotFoundError
@@ -198,3 +198,68 @@ def resolve_model(
             "outputs; pass its manifest with --manifest"
         )
     return (catalog or ModelCatalog()).get(model)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One model of ``agebench.models.list()``: what ``agebench models list`` shows, as data.
+
+    ``spec`` is None (and ``error`` says why) for a broken manifest or a pullable model not
+    pulled yet; the other fields are then None too.
+    """
+
+    name: str
+    origin: str
+    framework: str | None
+    input: str | None
+    heads: tuple[str, ...]
+    crop: str | None
+    license: str | None
+    sha256: str | None
+    weights_present: bool
+    pullable: bool
+    error: str | None
+    spec: ModelSpec | None = field(repr=False)
+
+
+def model_infos(catalog: ModelCatalog | None = None) -> list[ModelInfo]:
+    """Every model this installation knows (registered, broken or pullable), by name."""
+    infos = []
+    for entry in (catalog or ModelCatalog()).entries():
+        spec = entry.spec
+        if spec is None:
+            infos.append(
+                ModelInfo(
+                    name=entry.name,
+                    origin=entry.origin,
+                    framework=None,
+                    input=None,
+                    heads=(),
+                    crop=None,
+                    license=None,
+                    sha256=None,
+                    weights_present=False,
+                    pullable=entry.pullable,
+                    error=entry.error,
+                    spec=None,
+                )
+            )
+            continue
+        i = spec.input
+        infos.append(
+            ModelInfo(
+                name=spec.name,
+                origin=entry.origin,
+                framework=spec.framework,
+                input=f"{i.layout} {i.height}x{i.width} {i.color}",
+                heads=tuple(f"{h.name}:{h.decoder}" for h in spec.heads),
+                crop=spec.crop.policy,
+                license=spec.license,
+                sha256=spec.sha256,
+                weights_present=spec.weights_present,
+                pullable=entry.pullable,
+                error=None,
+                spec=spec,
+            )
+        )
+    return infos

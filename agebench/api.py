@@ -1,0 +1,556 @@
+"""The public Python API: ``agebench.load`` for ages in memory, and the three commands as calls.
+
+Every function here builds the same configuration objects as the command line and calls the
+same runners, so a result is what the matching command would have written:
+
+* :func:`load` builds the predict run's model, detector and face preparer
+  (:class:`~agebench.runner.pipeline.PredictStack`, the builder ``agebench predict`` uses) and
+  :meth:`AgeEstimator.predict` runs images through the same batched runner, decode, detection,
+  crop and inference included, writing nothing. Ages are the records' (3 decimals).
+* :func:`predict`, :func:`evaluate` and :func:`compare` run ``PredictRun``, ``EvalRun`` and
+  ``run_compare`` and return the finished folder as a result object (``agebench.api_results``).
+
+Options are keyword arguments with the commands' defaults; an unknown one is a ``TypeError``
+naming it (Python's own), a value outside what the command accepts a ``ValueError``, and
+anything the run refuses (missing model, busy folder, unreadable image) an
+:class:`~agebench.errors.AgebenchError` with the command's one-line message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+import numpy as np
+
+from agebench.api_results import CompareResult, EvalResult, ModelRef, PredictResult
+from agebench.benchmarks.spec import ReadyCrop
+from agebench.config import DetectConfig, PredictConfig
+from agebench.errors import AgebenchError
+from agebench.models.catalog import DEFAULT_MODEL
+from agebench.runner.faces import FacePreparer, Job, PreparedImage
+from agebench.runner.imageio import decode_pillow, decoded_array
+from agebench.runner.pipeline import PredictRun, PredictStack
+from agebench.runner.reconcile import plan_ready_crops
+from agebench.runner.stages import BatchRunner
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
+
+    from agebench.models.manifest import ModelSpec
+
+#: one image for :meth:`AgeEstimator.predict`: a file path, encoded bytes, a Pillow image or an
+#: RGB uint8 array of shape (H, W, 3)
+ImageInput: TypeAlias = "str | os.PathLike[str] | bytes | bytearray | Image.Image | np.ndarray"
+Progress = Callable[[str, int], None]
+Notify = Callable[[str], None]
+DeviceName = Literal["auto", "cpu", "cuda"]
+BackendName = Literal["auto", "onnxruntime", "torch"]
+TuningName = Literal["auto", "manifest", "retune"]
+PrecisionName = Literal["auto", "fp32", "fp16"]
+
+#: what a face record holds besides the model's own heads (those go to ``Face.extra``)
+_FACE_FIELDS = frozenset(
+    {"index", "box", "landmarks", "score", "age", "age_std", "model", "model_sha256", "raw"}
+)
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face found (or given) in an image, with the model's estimate.
+
+    ``box`` is (x1, y1, x2, y2) in the image's upright pixels; ``landmarks`` five (x, y)
+    points (eyes, nose, mouth corners) when detected, else None; ``score`` the detector's
+    confidence (None for a ready crop). ``age`` and ``age_std`` (None when the model gives
+    no spread) are in years; ``extra`` holds the model's other heads (``age_group``,
+    ``gender``...) and notes (``note``: detected on a padded image).
+    """
+
+    index: int
+    box: tuple[float, float, float, float]
+    landmarks: tuple[tuple[float, float], ...] | None
+    score: float | None
+    age: float
+    age_std: float | None
+    extra: Mapping[str, Any]
+
+    @classmethod
+    def from_record(cls, face: Mapping[str, Any]) -> Face:
+        landmarks = face.get("landmarks")
+        return cls(
+            index=int(face["index"]),
+            box=tuple(float(v) for v in face["box"]),  # type: ignore[arg-type]
+            landmarks=None
+            if landmarks is None
+            else tuple((float(x), float(y)) for x, y in landmarks),
+            score=face.get("score"),
+            age=face["age"],
+            age_std=face.get("age_std"),
+            extra=MappingProxyType({k: v for k, v in face.items() if k not in _FACE_FIELDS}),
+        )
+
+
+def _choice(name: str, value: Any, allowed: Sequence[Any]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r}: expected one of {', '.join(map(repr, allowed))}")
+
+
+def _at_least(name: str, value: float | None, low: float, high: float | None = None) -> None:
+    if value is not None and (value < low or (high is not None and value > high)):
+        bound = f"at least {low:g}" if high is None else f"within {low:g}..{high:g}"
+        raise ValueError(f"{name}={value!r}: must be {bound}")
+
+
+def _ready_crop(crop_margin: float) -> ReadyCrop:
+    """``--crop-margin``: the margin ready crops carry (0: tight chips), as the CLI reads it."""
+    return ReadyCrop(kind="margin", margin=crop_margin) if crop_margin else ReadyCrop("tight")
+
+
+def _predict_config(input: Path, out: Path, **settings: Any) -> PredictConfig:
+    """The ``PredictConfig`` ``agebench predict`` builds from the same options, checked as
+    its click options check them."""
+    _choice("faces", settings["faces"], ("detect", "none"))
+    _choice("device", settings["device"], ("auto", "cpu", "cuda"))
+    _choice("backend", settings["backend"], ("auto", "onnxruntime", "torch"))
+    _choice("precision", settings["precision"], ("auto", "fp32", "fp16"))
+    _choice("tuning", settings["tuning"], ("auto", "manifest", "retune"))
+    _at_least("min_face_size", settings["min_face_size"], 12)
+    _at_least("max_faces", settings["max_faces"], 1)
+    _at_least("crop_margin", settings["crop_margin"], 0.0, 2.0)
+    _at_least("batch_size", settings["batch_size"], 1)
+    _at_least("workers", settings["workers"], 1)
+    manifest = settings["manifest"]
+    return PredictConfig(
+        input=input,
+        out=out,
+        model=str(settings["model"]),
+        manifest=Path(manifest) if manifest is not None else None,
+        faces=settings["faces"],
+        batch_size=settings["batch_size"],
+        device=settings["device"],
+        detect=DetectConfig(
+            min_face_size=settings["min_face_size"], max_faces=settings["max_faces"]
+        ),
+        recursive=settings.get("recursive", True),
+        resume=settings.get("resume", True),
+        wait=settings.get("wait", False),
+        strict=settings["strict"],
+        save_raw=settings.get("save_raw", False),
+        workers=settings["workers"],
+        backend=settings["backend"],
+        precision=settings["precision"],
+        tuning=settings["tuning"],
+        ready_crop=_ready_crop(settings["crop_margin"]),
+    )
+
+
+class AgeEstimator:
+    """A loaded model with its face detector and crop policy; made by :func:`load`.
+
+    Reusable and cheap per call: the model is loaded (and its weights verified) once.
+    """
+
+    def __init__(self, stack: PredictStack, config: PredictConfig) -> None:
+        self._stack = stack
+        self._config = config
+        self._crops: FacePreparer | None = None
+
+    @property
+    def model(self) -> ModelRef:
+        """The model's name and the sha256 of its weights (as every record names them)."""
+        return ModelRef(self._stack.spec.name, self._stack.predictor.sha256)
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The model's resolved manifest."""
+        return self._stack.spec
+
+    @property
+    def faces(self) -> str:
+        return self._config.faces
+
+    @property
+    def execution(self) -> dict[str, Any]:
+        """What runs the graph (provider, settings), as summaries record it."""
+        return self._stack.predictor.execution
+
+    def __repr__(self) -> str:
+        return (
+            f"AgeEstimator(model={self._stack.spec.name!r}, faces={self._config.faces!r}, "
+            f"provider={self._stack.predictor.provider!r})"
+        )
+
+    def predict(self, images: ImageInput | Sequence[ImageInput]) -> list[Face] | list[list[Face]]:
+        """The faces of one image (a list of :class:`Face`, empty when none is found), or of
+        each image of a list (a list of such lists, in order).
+
+        An image is a path, the bytes of an encoded file, a ``PIL.Image`` or an RGB uint8
+        array (H, W, 3). Paths and bytes are decoded exactly as ``agebench predict`` decodes
+        files (EXIF orientation, any colour mode to RGB, reduced JPEG decoding of large
+        photos); a Pillow image gets the same orientation and colour conversion, at full
+        size; an array is taken as upright RGB pixels. With ``faces="none"`` each image is
+        one ready face crop. An image that cannot be decoded raises ``AgebenchError``.
+        """
+        single = not isinstance(images, list | tuple)
+        batch = [images] if single else list(images)  # type: ignore[list-item]
+        jobs = [_job(image, index, self._config.strict) for index, image in enumerate(batch)]
+        prepared = self._run(self._stack.preparer, jobs)
+        faces = [
+            [Face.from_record(f) for f in item.faces] if item.status == "ok" else []
+            for item in prepared
+        ]
+        return faces[0] if single else faces
+
+    def predict_crops(self, crops: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """Ages of ready face crops: an RGB uint8 array (N, H, W, 3), or one crop (H, W, 3).
+
+        The model's crop policy is applied to each crop as ``--faces none`` applies it to a
+        file (its face box recovered from the load's ``crop_margin``, then the model's own
+        margin and size), so a crop never needs resizing by hand. Returns the ages, shape (N,).
+        """
+        array = crops if isinstance(crops, np.ndarray) else np.stack([np.asarray(c) for c in crops])
+        if array.ndim == 3:
+            array = array[None]
+        if array.ndim != 4:
+            raise ValueError(f"expected crops (N, H, W, 3) or one (H, W, 3), got {array.shape}")
+        names = [f"<crop {i}>" for i in range(len(array))]
+        jobs = [
+            Job(Path(name), Path(name), pixels=decoded_array(crop, name))
+            for name, crop in zip(names, array, strict=True)
+        ]
+        prepared = self._run(self._crop_preparer(), jobs)
+        return np.array([item.faces[0]["age"] for item in prepared], dtype=np.float64)
+
+    def _crop_preparer(self) -> FacePreparer:
+        """The ``--faces none`` preparer for this model (the load's own when it is one)."""
+        if self._stack.preparer.mode == "none":
+            return self._stack.preparer
+        if self._crops is None:
+            spec, config = self._stack.spec, self._config
+            self._crops = FacePreparer(
+                spec.crop,
+                self._stack.predictor.input_size,
+                "none",
+                config.detect,
+                None,
+                plan_ready_crops(config.ready_crop, spec.crop),
+                strict=config.strict,
+            )
+        return self._crops
+
+    def _run(self, preparer: FacePreparer, jobs: list[Job]) -> list[PreparedImage]:
+        """The jobs through the predict run's batched runner, in order; a failed image raises."""
+        runner = BatchRunner(
+            preparer,
+            self._stack.predictor,
+            batch_size=self._config.batch_size,
+            workers=min(self._stack.workers, max(1, len(jobs))),
+        )
+        done: list[PreparedImage] = []
+        runner.run(jobs, done.append)
+        failed = [item for item in done if item.status == "failed"]
+        if failed:
+            first = failed[0]
+            more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+            raise AgebenchError(f"{first.path}: {first.error}{more}")
+        return done
+
+
+def _job(image: Any, index: int, strict: bool) -> Job:
+    """One API input as the runner's job: a path is read as a file; bytes are decoded as the
+    file's bytes; a Pillow image or an array is taken as decoded pixels."""
+    if isinstance(image, str | os.PathLike):
+        path = Path(image)
+        return Job(path, Path(path.name))
+    if isinstance(image, bytes | bytearray | memoryview):
+        name = Path(f"<bytes {index}>")
+        return Job(name, name, data=bytes(image))
+    if isinstance(image, np.ndarray):
+        name = Path(f"<array {index}>")
+        return Job(name, name, pixels=decoded_array(image, name))
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        name = Path(f"<PIL.Image {index}>")
+        return Job(name, name, pixels=decode_pillow(image, name, strict=strict))
+    raise TypeError(
+        f"image {index}: expected a path, bytes, a PIL.Image or an RGB uint8 array, "
+        f"got {type(image).__name__}"
+    )
+
+
+def load(
+    model: str | os.PathLike[str] = DEFAULT_MODEL,
+    *,
+    device: DeviceName = "auto",
+    faces: Literal["detect", "none"] = "detect",
+    min_face_size: int = 20,
+    max_faces: int | None = None,
+    backend: BackendName = "auto",
+    precision: PrecisionName = "auto",
+    tuning: TuningName = "auto",
+    crop_margin: float = 0.0,
+    strict: bool = False,
+    manifest: str | os.PathLike[str] | None = None,
+    batch_size: int | None = None,
+    workers: int | None = None,
+) -> AgeEstimator:
+    """Load a model for ages in memory: ``agebench.load().predict("photo.jpg")``.
+
+    ``model`` is a registered name, a manifest ``.toml``, or an ``.onnx`` with ``manifest``.
+    ``faces``: "detect" finds faces (MTCNN, ``min_face_size`` pixels and up, the
+    ``max_faces`` largest); "none" takes every image as one ready face crop with
+    ``crop_margin`` around the face (0: tight, like UTKFace chips). The other options are
+    ``agebench predict``'s, with its defaults.
+    """
+    config = _predict_config(
+        Path(),
+        Path(),
+        model=model,
+        manifest=manifest,
+        faces=faces,
+        device=device,
+        min_face_size=min_face_size,
+        max_faces=max_faces,
+        backend=backend,
+        precision=precision,
+        tuning=tuning,
+        crop_margin=crop_margin,
+        strict=strict,
+        batch_size=batch_size,
+        workers=workers,
+    )
+    return AgeEstimator(PredictStack.build(config), config)
+
+
+def predict(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    model: str | os.PathLike[str] = DEFAULT_MODEL,
+    manifest: str | os.PathLike[str] | None = None,
+    faces: Literal["detect", "none"] = "detect",
+    min_face_size: int = 20,
+    max_faces: int | None = None,
+    crop_margin: float = 0.0,
+    recursive: bool = True,
+    resume: bool = True,
+    save_raw: bool = False,
+    wait: bool = False,
+    strict: bool = False,
+    batch_size: int | None = None,
+    device: DeviceName = "auto",
+    workers: int | None = None,
+    backend: BackendName = "auto",
+    precision: PrecisionName = "auto",
+    tuning: TuningName = "auto",
+    progress: Progress | None = None,
+    notify: Notify | None = None,
+) -> PredictResult:
+    """``agebench predict SOURCE --out OUT``: every image under ``source`` (a folder or one
+    file), written to ``out`` (default ``reports/predict``, the command's) and returned as a
+    :class:`~agebench.api_results.PredictResult`.
+
+    ``resume=False`` is ``--overwrite``. ``progress(event, amount)`` hears "total" and
+    "advance"; ``notify(text)`` who a ``wait=True`` run waits for.
+    """
+    config = _predict_config(
+        Path(source),
+        Path(out) if out is not None else Path("reports/predict"),
+        model=model,
+        manifest=manifest,
+        faces=faces,
+        device=device,
+        min_face_size=min_face_size,
+        max_faces=max_faces,
+        backend=backend,
+        precision=precision,
+        tuning=tuning,
+        crop_margin=crop_margin,
+        strict=strict,
+        batch_size=batch_size,
+        workers=workers,
+        recursive=recursive,
+        resume=resume,
+        wait=wait,
+        save_raw=save_raw,
+    )
+    outcome = PredictRun(config).run(progress=progress, notify=notify)
+    return PredictResult.read(Path(outcome.summary["out"]), outcome.summary)
+
+
+def _eval_settings(**settings: Any) -> dict[str, Any]:
+    """``EvalConfig`` fields from the API's keywords, checked as the commands check them."""
+    _choice("faces", settings["faces"], (None, "none", "detect", "box"))
+    _choice("device", settings["device"], ("auto", "cpu", "cuda"))
+    _choice("backend", settings["backend"], ("auto", "onnxruntime", "torch"))
+    _choice("precision", settings["precision"], ("auto", "fp32", "fp16"))
+    _choice("tuning", settings["tuning"], ("auto", "manifest", "retune"))
+    _at_least("folds", settings["folds"], 2)
+    _at_least("n_boot", settings["n_boot"], 100)
+    _at_least("batch_size", settings["batch_size"], 1)
+    _at_least("workers", settings["workers"], 1)
+    for key in ("root", "labels", "out_root", "manifest"):
+        if settings.get(key) is not None:
+            settings[key] = Path(settings[key])
+    settings["columns"] = dict(settings["columns"] or {})
+    settings["options"] = dict(settings["options"] or {})
+    return settings
+
+
+def evaluate(
+    bench: str,
+    root: str | os.PathLike[str],
+    model: str | os.PathLike[str] = DEFAULT_MODEL,
+    *,
+    manifest: str | os.PathLike[str] | None = None,
+    split: str | None = None,
+    protocol: str | None = None,
+    labels: str | os.PathLike[str] | None = None,
+    columns: Mapping[str, str] | None = None,
+    options: Mapping[str, Any] | None = None,
+    folds: int = 5,
+    seed: int = 0,
+    faces: Literal["none", "detect", "box"] | None = None,
+    batch_size: int | None = None,
+    device: DeviceName = "auto",
+    workers: int | None = None,
+    out_root: str | os.PathLike[str] = "reports",
+    out: str | os.PathLike[str] | None = None,
+    under_age: float = 18.0,
+    n_boot: int = 2000,
+    reuse: bool = True,
+    wait: bool = False,
+    strict: bool = False,
+    backend: BackendName = "auto",
+    precision: PrecisionName = "auto",
+    tuning: TuningName = "auto",
+    progress: Progress | None = None,
+    notify: Notify | None = None,
+) -> EvalResult:
+    """``agebench eval --bench BENCH --root ROOT --model MODEL``: score a model on a
+    benchmark laid out as its authors publish it; returns an
+    :class:`~agebench.api_results.EvalResult` (metrics per target, counts, report path).
+
+    ``columns`` and ``options`` are the ``--column`` and ``--option`` pairs as a mapping;
+    ``n_boot`` is ``--bootstrap``; a finished run of the same model on the same data is
+    reused (``reuse=False`` is ``--no-reuse``).
+    """
+    from agebench.runner.evaluate import EvalConfig, EvalRun
+
+    settings = _eval_settings(
+        root=root,
+        manifest=manifest,
+        labels=labels,
+        out_root=out_root,
+        columns=columns,
+        options=options,
+        faces=faces,
+        device=device,
+        backend=backend,
+        precision=precision,
+        tuning=tuning,
+        folds=folds,
+        n_boot=n_boot,
+        batch_size=batch_size,
+        workers=workers,
+    )
+    config = EvalConfig(
+        bench=bench,
+        model=str(model),
+        split=split,
+        protocol=protocol,
+        seed=seed,
+        out=Path(out) if out is not None else None,
+        under_age=under_age,
+        reuse=reuse,
+        wait=wait,
+        strict=strict,
+        **settings,
+    )
+    outcome = EvalRun(config).run(progress=progress, notify=notify)
+    return EvalResult.read(outcome.out, outcome.summary, reused=outcome.reused)
+
+
+def compare(
+    models_or_runs: Sequence[str | os.PathLike[str]],
+    *,
+    bench: str | None = None,
+    root: str | os.PathLike[str] | None = None,
+    split: str | None = None,
+    protocol: str | None = None,
+    labels: str | os.PathLike[str] | None = None,
+    columns: Mapping[str, str] | None = None,
+    options: Mapping[str, Any] | None = None,
+    faces: Literal["none", "detect", "box"] | None = None,
+    folds: int = 5,
+    seed: int = 0,
+    batch_size: int | None = None,
+    device: DeviceName = "auto",
+    workers: int | None = None,
+    backend: BackendName = "auto",
+    precision: PrecisionName = "auto",
+    tuning: TuningName = "auto",
+    out_root: str | os.PathLike[str] = "reports",
+    n_boot: int = 2000,
+    alpha: float = 0.05,
+    target: str | None = None,
+    progress: Callable[[str, str, int], None] | None = None,
+) -> CompareResult:
+    """``agebench compare MODELS_OR_RUNS...``: models (run on ``bench`` at ``root``, reusing
+    finished evals) and finished eval folders, in any mix, paired record by record; returns
+    a :class:`~agebench.api_results.CompareResult` for ``OUT_ROOT/compare-<id>/``.
+
+    ``progress(item, event, amount)`` relays each model's eval progress.
+    """
+    from agebench.compare import run_compare
+
+    if isinstance(models_or_runs, str | os.PathLike):
+        raise TypeError("models_or_runs: expected a list of models or run folders, got one")
+    _at_least("alpha", alpha, 0.0, 1.0)
+    eval_kwargs = _eval_settings(
+        bench=bench,
+        root=root,
+        split=split,
+        protocol=protocol,
+        labels=labels,
+        columns=columns,
+        options=options,
+        folds=folds,
+        seed=seed,
+        faces=faces,
+        batch_size=batch_size,
+        device=device,
+        workers=workers,
+        backend=backend,
+        precision=precision,
+        tuning=tuning,
+        out_root=out_root,
+        n_boot=n_boot,
+    )
+    outcome = run_compare(
+        [os.fspath(item) for item in models_or_runs],
+        eval_kwargs if bench or root else None,
+        Path(out_root),
+        progress,
+        n_boot=n_boot,
+        seed=seed,
+        alpha=alpha,
+        target=target,
+    )
+    return CompareResult.read(outcome.out, outcome.comparison)
+
+
+__all__ = [
+    "AgeEstimator",
+    "Face",
+    "ImageInput",
+    "compare",
+    "evaluate",
+    "load",
+    "predict",
+]

@@ -1,0 +1,402 @@
+"""What the Python API returns: finished predict, eval and compare runs as typed objects.
+
+A result is read back from its folder (``summary.json`` / ``comparison.json`` and the
+prediction rows) by :func:`load_run`, whether this process just wrote it or an earlier agebench
+did: the files are the one source of truth, so a result from ``agebench.predict(...)`` and one
+from ``agebench.load_run(folder)`` are the same object. Older schemas are read by filling what
+they lack (records written before run identities have no ``run``/``source``, eval rows before
+decode notes no ``notes``, ``run`` or ``model``) instead of refusing them.
+
+Pure: no click, no rich; pandas is imported only by ``to_pandas``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from agebench.errors import AgebenchError
+from agebench.runner import sink
+
+if TYPE_CHECKING:  # pragma: no cover - typing only; pandas loads when a table is asked for
+    import pandas as pd
+
+PREDICT_SUMMARY_SCHEMA = "agebench.predict-summary/1"
+EVAL_SUMMARY_SCHEMA = "agebench.eval-summary/1"
+COMPARISON_SCHEMA = "agebench.comparison/1"
+COMPARISON_FILE = "comparison.json"
+REPORT_HTML = "report.html"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Which model made a run: its registered name and the sha256 of its weights."""
+
+    name: str | None
+    sha256: str | None
+
+    @classmethod
+    def of(cls, model: Mapping[str, Any] | None) -> ModelRef:
+        model = model or {}
+        return cls(model.get("name"), model.get("sha256"))
+
+
+@dataclass(frozen=True)
+class TargetMetrics:
+    """The headline metrics of one target (``age``, ``apparent_age``...) of an eval; ``values``
+    holds every metric the summary has (CS curve, bands, folds...)."""
+
+    target: str
+    mae: float | None
+    mae_ci: tuple[float, float] | None
+    rmse: float | None
+    bias: float | None
+    cs5: float | None
+    coverage: float | None
+    n_scored: int | None
+    epsilon_error: float | None
+    values: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, target: str, values: Mapping[str, Any]) -> TargetMetrics:
+        ci = values.get("mae_ci")
+        return cls(
+            target=target,
+            mae=values.get("mae"),
+            mae_ci=(ci[0], ci[1]) if ci and None not in ci[:2] else None,
+            rmse=values.get("rmse"),
+            bias=values.get("bias"),
+            cs5=values.get("cs5"),
+            coverage=values.get("coverage"),
+            n_scored=values.get("n_scored"),
+            epsilon_error=values.get("epsilon_error"),
+            values=MappingProxyType(dict(values)),
+        )
+
+
+def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping or {}))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    data = sink.read_json(path)
+    if not isinstance(data, dict):
+        raise AgebenchError(f"{path}: not a readable JSON object")
+    return data
+
+
+def _read_lines(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise AgebenchError(f"{path.parent}: no {path.name} beside its summary")
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                raise AgebenchError(f"{path}:{number}: not a JSON line") from None
+            if not isinstance(row, dict):
+                raise AgebenchError(f"{path}:{number}: not a prediction row")
+            rows.append(row)
+    return rows
+
+
+def _table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per record, nested mappings flattened with dots (``attributes.gender``,
+    ``model.sha256``); lists (boxes, landmarks) stay whole in their cell."""
+    import pandas as pd
+
+    return pd.json_normalize([dict(r) for r in rows], sep=".")
+
+
+@dataclass(frozen=True)
+class PredictCounts:
+    images: int
+    images_ok: int
+    images_no_face: int
+    images_failed: int
+    faces: int
+    decoder_warnings: int
+    processed_this_run: int
+    skipped_resumed: int
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """A finished ``agebench predict`` folder. ``rows()`` are the lines of
+    ``predictions.jsonl``: one per face, or one per image without a face (``face`` None)."""
+
+    out: Path
+    model: ModelRef
+    counts: PredictCounts
+    faces_mode: str | None
+    failures: tuple[Mapping[str, Any], ...]
+    summary: Mapping[str, Any] = field(repr=False)
+    #: predict writes no report (its summary is ``summary.json``): always None
+    report: Path | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """What ``agebench predict`` exits with: 3 when an image failed or had no face."""
+        return 3 if self.counts.images_failed or self.counts.images_no_face else 0
+
+    def rows(self) -> list[dict[str, Any]]:
+        rows = _read_lines(self.out / sink.PREDICTIONS_FILE)
+        for row in rows:  # records before run identities
+            row.setdefault("run", None)
+        return rows
+
+    def to_pandas(self) -> pd.DataFrame:
+        return _table(self.rows())
+
+    @classmethod
+    def read(cls, folder: Path, summary: Mapping[str, Any]) -> PredictResult:
+        counts = summary.get("counts") or {}
+        return cls(
+            out=folder,
+            model=ModelRef.of(summary.get("model")),
+            counts=PredictCounts(
+                images=counts.get("images", 0),
+                images_ok=counts.get("images_ok", 0),
+                images_no_face=counts.get("images_no_face", 0),
+                images_failed=counts.get("images_failed", 0),
+                faces=counts.get("faces", 0),
+                decoder_warnings=counts.get("images_decoder_warnings", 0),
+                processed_this_run=counts.get("processed_this_run", 0),
+                skipped_resumed=counts.get("skipped_resumed", 0),
+            ),
+            faces_mode=summary.get("faces_mode"),
+            failures=tuple(_frozen(f) for f in summary.get("failures") or ()),
+            summary=_frozen(summary),
+        )
+
+
+@dataclass(frozen=True)
+class EvalCounts:
+    records: int
+    scored: int
+    no_face: int
+    failed: int
+    missing: int
+    label_problems: int
+    decoder_warnings: int
+    processed_this_run: int
+
+
+#: what an eval row of an earlier schema lacks, filled so that every row has every column
+_EVAL_ROW_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {"notes": (), "run": None, "model": None, "source": None, "attributes": {}, "targets": {}}
+)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """A finished ``agebench eval`` folder: metrics per target, counts, the report."""
+
+    out: Path
+    benchmark: str | None
+    protocol: str | None
+    split: str | None
+    model: ModelRef
+    faces_mode: str | None
+    counts: EvalCounts
+    metrics: Mapping[str, TargetMetrics]
+    report: Path | None
+    #: whether the run was a finished one reused as is (None: read from a folder)
+    reused: bool | None
+    summary: Mapping[str, Any] = field(repr=False)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every record's row (``predictions.jsonl``), in the benchmark's order."""
+        rows = _read_lines(self.out / sink.PREDICTIONS_FILE)
+        for row in rows:
+            for key, default in _EVAL_ROW_DEFAULTS.items():
+                if key not in row:
+                    row[key] = list(default) if isinstance(default, tuple) else default
+        return rows
+
+    def to_pandas(self) -> pd.DataFrame:
+        return _table(self.rows())
+
+    @classmethod
+    def read(
+        cls, folder: Path, summary: Mapping[str, Any], reused: bool | None = None
+    ) -> EvalResult:
+        bench = summary.get("benchmark") or {}
+        counts = summary.get("counts") or {}
+        report = folder / REPORT_HTML
+        return cls(
+            out=folder,
+            benchmark=bench.get("name"),
+            protocol=bench.get("protocol"),
+            split=bench.get("split"),
+            model=ModelRef.of(summary.get("model")),
+            faces_mode=(summary.get("faces") or {}).get("mode"),
+            counts=EvalCounts(
+                records=counts.get("records", 0),
+                scored=counts.get("scored", 0),
+                no_face=counts.get("no_face", 0),
+                failed=counts.get("failed", 0),
+                missing=counts.get("missing", 0),
+                label_problems=counts.get("label_problems", 0),
+                decoder_warnings=counts.get("decoder_warnings", 0),
+                processed_this_run=counts.get("processed_this_run", 0),
+            ),
+            metrics=MappingProxyType(
+                {t: TargetMetrics.of(t, m) for t, m in (summary.get("metrics") or {}).items()}
+            ),
+            report=report if report.is_file() else None,
+            reused=reused,
+            summary=_frozen(summary),
+        )
+
+
+@dataclass(frozen=True)
+class RankedModel:
+    """One line of a comparison's ranking, on the records every model scored."""
+
+    rank: int
+    label: str
+    model: ModelRef
+    mae: float | None
+    mae_ci: tuple[float, float] | None
+    #: models sharing a letter are not distinguishable at the comparison's alpha
+    groups: str | None
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    """A finished ``agebench compare`` folder: the ranking and the runs it compared."""
+
+    out: Path
+    target: str | None
+    benchmark: str | None
+    ranking: tuple[RankedModel, ...]
+    #: the compared eval runs' folders, by label, in the comparison's order
+    run_paths: Mapping[str, Path]
+    n_scored_by_all: int
+    report: Path | None
+    comparison: Mapping[str, Any] = field(repr=False)
+
+    def runs(self) -> dict[str, EvalResult]:
+        """The compared eval runs, read from their folders."""
+        runs = {}
+        for label, path in self.run_paths.items():
+            result = load_run(path)
+            if not isinstance(result, EvalResult):
+                raise AgebenchError(f"{path}: not an eval run (compared as {label!r})")
+            runs[label] = result
+        return runs
+
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per record: its labels (from the first run) then, per model label,
+        ``<label>.status``, ``<label>.pred_age`` and ``<label>.pred_std``."""
+        import pandas as pd
+
+        runs = self.runs()
+        first, *_ = runs.values()
+        base = first.to_pandas()
+        keep = [
+            c
+            for c in base.columns
+            if c in ("image", "source", "age", "age_std", "subject", "fold", "split")
+            or c.startswith(("targets.", "attributes."))
+        ]
+        table = base[keep].copy()
+        for label, run in runs.items():
+            other = run.to_pandas().set_index(["image", "source"], drop=False)
+            picked = other.reindex(pd.MultiIndex.from_frame(table[["image", "source"]]))
+            for column in ("status", "pred_age", "pred_std"):
+                if column in picked:
+                    table[f"{label}.{column}"] = picked[column].to_numpy()
+        return table
+
+    @classmethod
+    def read(cls, folder: Path, comparison: Mapping[str, Any]) -> CompareResult:
+        models = {m.get("label"): m for m in comparison.get("models") or ()}
+        ranking = []
+        for entry in (comparison.get("ranking") or {}).get("order") or ():
+            model = models.get(entry.get("model")) or {}
+            ci = model.get("mae_ci")
+            ranking.append(
+                RankedModel(
+                    rank=entry.get("rank"),
+                    label=entry.get("model"),
+                    model=ModelRef.of(model.get("model")),
+                    mae=model.get("mae"),
+                    mae_ci=(ci[0], ci[1]) if ci and None not in ci[:2] else None,
+                    groups=entry.get("groups"),
+                )
+            )
+        report = folder / REPORT_HTML
+        return cls(
+            out=folder,
+            target=comparison.get("target"),
+            benchmark=(comparison.get("benchmark") or {}).get("name"),
+            ranking=tuple(ranking),
+            run_paths=MappingProxyType(
+                {r["label"]: _run_path(folder, r["path"]) for r in comparison.get("runs") or ()}
+            ),
+            n_scored_by_all=(comparison.get("intersection") or {}).get("n_scored_by_all", 0),
+            report=report if report.is_file() else None,
+            comparison=_frozen(comparison),
+        )
+
+
+def _run_path(compare_folder: Path, recorded: str) -> Path:
+    """Where a compared run is now: as recorded, relative to the compare folder, or (the
+    folders were moved together) beside the compare folder under the same name."""
+    path = Path(recorded)
+    if not path.is_absolute():
+        return (compare_folder / path).resolve()
+    if path.is_dir():
+        return path
+    beside = compare_folder.parent / path.name
+    return beside if beside.is_dir() else path
+
+
+Result = PredictResult | EvalResult | CompareResult
+
+
+def load_run(path: Path | str) -> Result:
+    """Read any finished predict, eval or compare folder (or its ``summary.json`` /
+    ``comparison.json``) into its result object.
+
+    Raises :class:`~agebench.errors.AgebenchError`, one line naming the folder, when it is
+    not a finished run of any kind.
+    """
+    folder = Path(path)
+    if folder.name in (sink.SUMMARY_FILE, COMPARISON_FILE):
+        folder = folder.parent
+    if not folder.is_dir():
+        raise AgebenchError(f"{folder}: no such run folder")
+    if (folder / COMPARISON_FILE).is_file():
+        comparison = _read_json(folder / COMPARISON_FILE)
+        _check_schema(folder / COMPARISON_FILE, comparison, COMPARISON_SCHEMA)
+        return CompareResult.read(folder, comparison)
+    summary_path = folder / sink.SUMMARY_FILE
+    if not summary_path.is_file():
+        raise AgebenchError(
+            f"{folder}: no {sink.SUMMARY_FILE} or {COMPARISON_FILE}: not a finished run "
+            "(an interrupted one finishes when its command is run again)"
+        )
+    summary = _read_json(summary_path)
+    schema = summary.get("schema")
+    if schema == PREDICT_SUMMARY_SCHEMA:
+        return PredictResult.read(folder, summary)
+    if schema == EVAL_SUMMARY_SCHEMA:
+        return EvalResult.read(folder, summary)
+    raise AgebenchError(
+        f"{summary_path}: schema {schema!r}: not a predict or eval summary this agebench reads"
+    )
+
+
+def _check_schema(path: Path, data: Mapping[str, Any], expected: str) -> None:
+    if data.get("schema") != expected:
+        raise AgebenchError(f"{path}: schema {data.get('schema')!r}, expected {expected!r}")
