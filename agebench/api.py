@@ -473,7 +473,7 @@ def evaluate(
         **settings,
     )
     outcome = EvalRun(config).run(progress=progress, notify=notify)
-    return EvalResult.read(outcome.out, outcome.summary, reused=outcome.reused)
+    return EvalResult.read(outcome.out.resolve(), outcome.summary, reused=outcome.reused)
 
 
 def compare(
@@ -542,7 +542,7 @@ def compare(
         alpha=alpha,
         target=target,
     )
-    return CompareResult.read(outcome.out, outcome.comparison)
+    return CompareResult.read(outcome.out.resolve(), outcome.comparison)
 
 
 __all__ = [

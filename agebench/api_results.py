@@ -147,10 +147,7 @@ class PredictResult:
         return 3 if self.counts.images_failed or self.counts.images_no_face else 0
 
     def rows(self) -> list[dict[str, Any]]:
-        rows = _read_lines(self.out / sink.PREDICTIONS_FILE)
-        for row in rows:  # records before run identities
-            row.setdefault("run", None)
-        return rows
+        return _read_lines(self.out / sink.PREDICTIONS_FILE)
 
     def to_pandas(self) -> pd.DataFrame:
         return _table(self.rows())
@@ -328,7 +325,7 @@ class CompareResult:
                 RankedModel(
                     rank=entry.get("rank"),
                     label=entry.get("model"),
-                    model=ModelRef.of(model.get("model")),
+                    model=ModelRef(model.get("model"), model.get("sha256")),
                     mae=model.get("mae"),
                     mae_ci=(ci[0], ci[1]) if ci and None not in ci[:2] else None,
                     groups=entry.get("groups"),
@@ -350,15 +347,14 @@ class CompareResult:
 
 
 def _run_path(compare_folder: Path, recorded: str) -> Path:
-    """Where a compared run is now: as recorded, relative to the compare folder, or (the
-    folders were moved together) beside the compare folder under the same name."""
+    """Where a compared run is now: where it was recorded (a relative path is the compare
+    command's working folder's), else beside the compare folder under the same name (the
+    folders were moved together), else inside it."""
     path = Path(recorded)
-    if not path.is_absolute():
-        return (compare_folder / path).resolve()
-    if path.is_dir():
-        return path
-    beside = compare_folder.parent / path.name
-    return beside if beside.is_dir() else path
+    for candidate in (path, compare_folder.parent / path.name, compare_folder / path):
+        if candidate.is_dir():
+            return candidate
+    return path
 
 
 Result = PredictResult | EvalResult | CompareResult
