@@ -507,7 +507,7 @@ def compare(
 
     ``progress(item, event, amount)`` relays each model's eval progress.
     """
-    from agebench.compare import run_compare
+    from agebench.comparison import run_compare
 
     if isinstance(models_or_runs, str | os.PathLike):
         raise TypeError("models_or_runs: expected a list of models or run folders, got one")

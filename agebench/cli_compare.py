@@ -1,4 +1,4 @@
-"""``agebench compare``: parse, call ``agebench.compare.run_compare``, print the ranking.
+"""``agebench compare``: parse, call ``agebench.comparison.run_compare``, print the ranking.
 
 The command registers itself on ``agebench.cli.main`` whichever module is imported first:
 ``agebench/cli.py`` may end with ``from agebench.cli_compare import compare``, and importing
@@ -126,7 +126,7 @@ def _compare(
     target: str | None,
 ) -> None:
     from agebench.cli import _parse_pairs, console
-    from agebench.compare import run_compare
+    from agebench.comparison import run_compare
 
     eval_kwargs = {
         "bench": bench,

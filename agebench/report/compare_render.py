@@ -5,7 +5,7 @@ list of sections, the HTML loads nothing and runs no script (inline CSS, plots a
 with text drawn as paths, a Content Security Policy that forbids any fetch), and every text
 from the comparison or the rows is escaped. No number is computed here: every value shown
 comes from ``comparison.json``; only the plotted points are read from the rows, paired with
-``agebench.compare.paired_rows``.
+``agebench.comparison.paired_rows``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agebench.compare import COMPARISON_FILE, paired_rows
+from agebench.comparison import COMPARISON_FILE, paired_rows
 from agebench.metrics import true_value
 from agebench.report.render import (
     _VECTOR_POINTS,

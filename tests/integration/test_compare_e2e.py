@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 import agebench.cli_compare  # noqa: F401  (registers the command on the agebench group)
 from agebench.cli import main
-from agebench.compare import run_compare
+from agebench.comparison import run_compare
 from agebench.models.catalog import DEFAULT_MODEL, resolve_model
 from agebench.runner import evaluate
 from agebench.runner.evaluate import EvalConfig, run_eval

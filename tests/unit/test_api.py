@@ -191,12 +191,13 @@ def test_a_pillow_image_of_any_mode_becomes_rgb_as_a_file_of_it_would(mode: str)
     np.testing.assert_array_equal(from_pillow.rgb, from_file.rgb)
 
 
-def test_compare_stays_the_api_function_once_its_core_module_is_imported():
-    """``agebench/compare.py`` (the core) shares the name: importing it rebinds
-    ``agebench.compare`` to the module, which must still be the API when called."""
-    import agebench.compare as core
+def test_compare_stays_the_api_function_once_the_core_is_imported():
+    """The pairing and statistics over finished runs live in ``agebench.comparison``, so no
+    submodule import can rebind ``agebench.compare``, the API function."""
+    import agebench.comparison
+    from agebench.api import compare
 
-    assert agebench.compare is core and callable(agebench.compare)
+    assert agebench.compare is compare
     with pytest.raises(TypeError, match="fcaes"):
         agebench.compare(["a", "b"], fcaes="none")
     with pytest.raises(TypeError, match="list"):

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from agebench.cli import main
-from agebench.compare import compare_runs, load_run
+from agebench.comparison import compare_runs, load_run
 from agebench.errors import ManifestError
 from agebench.findings import contamination_findings, declared_training
 from agebench.metrics import compute_metrics, memorisation_signal, wilson_lower_bound

@@ -26,8 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import sys
-import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -671,18 +669,3 @@ def run_compare(
     rows_by_model = {label: run.rows for label, run in zip(run_labels(runs), runs, strict=True)}
     write_compare_report(out, comparison, rows_by_model)
     return CompareOutcome(comparison, out, runs, reused)
-
-
-class _CallableModule(types.ModuleType):
-    """``agebench.compare`` names both this module and the public API function
-    ``agebench.compare(models_or_runs, ...)``. Importing a submodule sets the package's
-    attribute of its name, so once anything imports this module the function would be
-    shadowed by it; calling the module calls the function instead."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from agebench.api import compare
-
-        return compare(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
