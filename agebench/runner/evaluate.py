@@ -18,7 +18,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 from agebench.benchmarks.registry import get_benchmark
@@ -38,6 +37,12 @@ from agebench.runner import sink
 from agebench.runner.faces import FacePreparer, FacesMode, Job, PreparedImage
 from agebench.runner.imageio import has_decoder_warning
 from agebench.runner.ownership import RunIdentity, claim, owned_folder
+from agebench.runner.partial import (
+    ScoringRow,
+    read_partial,
+    record_key,
+    rows_in_order,
+)
 from agebench.runner.pipeline import (
     Notify,
     ProgressCallback,
@@ -120,7 +125,7 @@ def data_fingerprint(
         digest.update(
             json.dumps(
                 [
-                    _record_key(record),
+                    record_key(record),
                     record.age,
                     dict(record.targets),
                     record.age_std,
@@ -132,11 +137,6 @@ def data_fingerprint(
             ).encode()
         )
     return digest.hexdigest()
-
-
-def _record_key(record: Record) -> str:
-    """A record's identity: an image can carry several labelled faces (LAGENDA)."""
-    return f"{record.image}|{record.source}"
 
 
 def _group_label(group: tuple[float, float] | None) -> list[float] | None:
@@ -283,9 +283,9 @@ class EvalRun:
             hint="use --no-reuse to replace it or choose another --out",
         )
         run_id = self.identity.digest
-        done = _read_partial(self.out / PARTIAL_FILE, run_id)
+        done = read_partial(self.out / PARTIAL_FILE, run_id)
         report("total", len(self.data.records))
-        report("advance", sum(1 for r in self.data.records if _record_key(r) in done))
+        report("advance", sum(1 for r in self.data.records if record_key(r) in done))
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         started = time.perf_counter()
         processed = 0
@@ -300,7 +300,7 @@ class EvalRun:
                 todo = [
                     (i, r)
                     for i, r in enumerate(self.data.records)
-                    if (fold is None or r.fold == fold) and _record_key(r) not in done
+                    if (fold is None or r.fold == fold) and record_key(r) not in done
                 ]
                 processed += self._predict(spec, todo, partial, done, report, run_id)
         except OSError as error:  # the partial file could not take a row (disk full...)
@@ -310,7 +310,7 @@ class EvalRun:
                 partial.close()
         # images/s counts the images' time: loading models (and tuning them once) is reported apart
         seconds = time.perf_counter() - started - self.load_seconds
-        rows = [done[_record_key(r)] for r in self.data.records]
+        rows = [done[record_key(r)] for r in self.data.records]
         files = hashlib.sha256()
         warned = 0
 
@@ -322,7 +322,7 @@ class EvalRun:
 
         sink.write_lines_atomic(
             self.out / sink.PREDICTIONS_FILE,
-            counted(_rows_in_order(self.out / PARTIAL_FILE, self.data.records, files, run_id)),
+            counted(rows_in_order(self.out / PARTIAL_FILE, self.data.records, files, run_id)),
         )
         summary = self._summarise(rows, processed, seconds, files)
         summary["counts"]["decoder_warnings"] = warned
@@ -388,7 +388,7 @@ class EvalRun:
                 item.status = "missing"
             row = _row(record, item, item.sha256, spec, run_id, self.bench.groups)
             partial.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
-            done[_record_key(record)] = _ScoringRow(row)
+            done[record_key(record)] = ScoringRow(row)
             count += 1
             report("advance", 1)
 
@@ -547,132 +547,6 @@ def _parse_group(label: str) -> list[float] | None:
     row then falls back to the head's age (the group's midpoint) when mapped to groups."""
     match = _GROUP_LABEL.match(label.strip())
     return [float(match[1]), float(match[2])] if match else None
-
-
-#: what the metrics and the report read of a row: only these stay in memory during a run. The
-#: whole rows are in the partial file, from which predictions.jsonl is streamed at the end
-_SCORING_FIELDS = (
-    "image",
-    "status",
-    "age",
-    "targets",
-    "age_std",
-    "age_group",
-    "subject",
-    "fold",
-    "attributes",
-    "pred_age",
-    "pred_std",
-    "pred_group",
-    "model",
-)
-
-
-_ABSENT = object()
-_NOTHING: Mapping[str, Any] = MappingProxyType({})
-
-
-class _ScoringRow(Mapping[str, Any]):
-    """A read-only row of just the scoring fields, in slots: about 150 bytes a record, where a
-    dict of the same keys takes 650 and a whole row over 2 kB (eval's memory on 100,000
-    records grew 1.72x over 1,000 with whole rows, 1.38x with these)."""
-
-    __slots__ = _SCORING_FIELDS
-
-    def __init__(self, row: Mapping[str, Any]) -> None:
-        for key in _SCORING_FIELDS:
-            value = row.get(key, _ABSENT)
-            # most records have no extra targets or attributes: share one empty mapping
-            if isinstance(value, dict) and not value:
-                value = _NOTHING
-            setattr(self, key, value)
-
-    def __getitem__(self, key: str) -> Any:
-        value = getattr(self, key, _ABSENT) if key in _SCORING_FIELDS else _ABSENT
-        if value is _ABSENT:
-            raise KeyError(key)
-        return value
-
-    def __iter__(self) -> Iterator[str]:
-        return (key for key in _SCORING_FIELDS if getattr(self, key) is not _ABSENT)
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-
-def _row_key(row: Mapping[str, Any]) -> str:
-    return f"{row['image']}|{row['source']}"
-
-
-def _parse_row(line: bytes | str, run_id: str) -> dict[str, Any] | None:
-    """A whole partial-file row of this run, or None: a line cut short by a crash or a full
-    disk (no newline: even when what was written parses, the row may be cut inside a value),
-    an unreadable one, or a row another run wrote (another model, manifest or data)."""
-    if not line.endswith(b"\n" if isinstance(line, bytes) else "\n"):
-        return None
-    try:
-        row = json.loads(line)
-    except ValueError:
-        return None
-    return row if isinstance(row, dict) and row.get("run") == run_id else None
-
-
-def _read_partial(path: Path, run_id: str) -> dict[str, Mapping[str, Any]]:
-    """Scoring views of an interrupted run's rows that this run may take over."""
-    done: dict[str, Mapping[str, Any]] = {}
-    if not path.is_file():
-        return done
-    with open(path, "rb") as fh:
-        for line in fh:
-            row = _parse_row(line, run_id)
-            if row is not None:
-                done[_row_key(row)] = _ScoringRow(row)
-    _truncate_partial_tail(path)
-    return done
-
-
-def _rows_in_order(
-    partial: Path, records: list[Record], files: Any, run_id: str
-) -> Iterator[dict[str, Any]]:
-    """The partial file's whole rows in the records' order (a resumed run appends out of
-    order), one at a time; each row's image and its sha256 go into ``files`` on the way.
-
-    The keys are parsed here, once more, rather than an offset kept per record during the
-    run: the run's peak memory is what grows with the records, this pass costs ~1 s a 100k."""
-    offsets: dict[str, int] = {}
-    with open(partial, "rb") as fh:
-        while line := fh.readline():
-            row = _parse_row(line, run_id)
-            if row is not None:
-                offsets[_row_key(row)] = fh.tell() - len(line)
-        for record in records:
-            fh.seek(offsets[_record_key(record)])
-            row = json.loads(fh.readline())
-            files.update(f"{row['image']}:{row.get('image_sha256')}".encode())
-            yield row
-
-
-def _truncate_partial_tail(path: Path, block: int = 1 << 16) -> None:
-    """Drop an incomplete last line so that appended rows start on a line of their own.
-
-    Reads backwards from the end, one block at a time: a partial file of 100,000 rows is
-    hundreds of megabytes, and only its last line can be cut short."""
-    with open(path, "r+b") as fh:
-        end = fh.seek(0, 2)
-        position = end
-        while position > 0:
-            start = max(0, position - block)
-            fh.seek(start)
-            data = fh.read(position - start)
-            newline = data.rfind(b"\n")
-            if newline >= 0:
-                keep = start + newline + 1
-                break
-            position = start
-        else:
-            keep = 0
-        if keep != end:
-            fh.truncate(keep)
 
 
 def iter_rows(path: Path) -> Iterator[dict[str, Any]]:

@@ -15,7 +15,7 @@ import pytest
 
 from agebench.benchmarks.spec import Record
 from agebench.metrics import compute_metrics
-from agebench.runner.evaluate import _read_partial, _rows_in_order, _ScoringRow
+from agebench.runner.partial import ScoringRow, read_partial, rows_in_order
 
 RUN = "0123456789abcdef"
 
@@ -49,23 +49,23 @@ def _record(i: int) -> Record:
     return Record(image=f"images/{i:07d}.jpg", age=float(20 + i % 50), source=f"labels.csv:{i + 2}")
 
 
-def test_ScoringRow_reads_like_the_row_for_the_metrics():
+def testScoringRow_reads_like_the_row_for_the_metrics():
     rows = [_row(i, targets={"apparent_age": 30.0} if i % 2 else {}) for i in range(200)]
-    views = [_ScoringRow(r) for r in rows]
+    views = [ScoringRow(r) for r in rows]
     assert compute_metrics(views, n_boot=50) == compute_metrics(rows, n_boot=50)
     view = views[1]
     assert view["targets"] == {"apparent_age": 30.0} and view.get("fold") is None
     assert "model" not in view and "image_sha256" not in view
     with pytest.raises(KeyError):
         view["model"]
-    assert dict(_ScoringRow(_row(3, model={"name": "m"})))["model"] == {"name": "m"}
+    assert dict(ScoringRow(_row(3, model={"name": "m"})))["model"] == {"name": "m"}
 
 
-def test_ScoringRows_cost_a_fraction_of_whole_rows():
+def testScoringRows_cost_a_fraction_of_whole_rows():
     rows = [_row(i) for i in range(5000)]
     tracemalloc.start()
     try:
-        views = [_ScoringRow(r) for r in rows]
+        views = [ScoringRow(r) for r in rows]
         kept, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -79,11 +79,11 @@ def test_whole_rows_come_back_in_record_order_after_an_out_of_order_resume(tmp_p
     order = [3, 0, 4, 1, 2]  # a resumed run appends what the first run had not finished
     lines = [json.dumps(_row(i)) for i in order]
     partial.write_text("\n".join(lines) + "\n" + lines[0][:40])  # cut short by the interrupt
-    done = _read_partial(partial, RUN)
+    done = read_partial(partial, RUN)
     assert set(done) == {f"images/{i:07d}.jpg|labels.csv:{i + 2}" for i in range(5)}
     assert partial.read_text().endswith("\n")  # the cut-short line is dropped
     files = hashlib.sha256()
-    rows = list(_rows_in_order(partial, [_record(i) for i in range(5)], files, RUN))
+    rows = list(rows_in_order(partial, [_record(i) for i in range(5)], files, RUN))
     assert rows == [_row(i) for i in range(5)]
     expected = hashlib.sha256()
     for i in range(5):
@@ -99,10 +99,10 @@ def test_a_partial_file_gives_only_whole_rows_of_this_run(tmp_path: Path):
     ours = json.dumps(_row(1))
     whole_but_unterminated = json.dumps(_row(2))
     partial.write_text(f"{theirs}\n{ours}\n{whole_but_unterminated}")
-    done = _read_partial(partial, RUN)
+    done = read_partial(partial, RUN)
     assert set(done) == {"images/0000001.jpg|labels.csv:3"}
     assert partial.read_text() == f"{theirs}\n{ours}\n"
     theirs = json.dumps(_row(1, run="fedcba9876543210", pred_age=99.0))
     partial.write_text(f"{ours}\n{theirs}\n")  # their row of the same image after ours
-    rows = list(_rows_in_order(partial, [_record(1)], hashlib.sha256(), RUN))
+    rows = list(rows_in_order(partial, [_record(1)], hashlib.sha256(), RUN))
     assert rows == [_row(1)]
