@@ -20,6 +20,9 @@ from typing import BinaryIO
 
 from agebench.errors import AgebenchError
 
+#: what counts as an image file in a folder (any case): what folders are walked for and what
+#: label files are checked against
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 #: the largest image file read by default: far above any real photo (a 200-megapixel JPEG is
 #: 20-60 MB, an uncompressed 100-megapixel PNG about 300 MB is not a photo), far below RAM
 DEFAULT_MAX_FILE_BYTES = 256 * 2**20

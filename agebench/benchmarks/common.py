@@ -12,8 +12,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from agebench.benchmarks.spec import BenchmarkError, LabelProblem, LoadOptions, Record
-from agebench.fileread import MAX_LABEL_FILE_BYTES, ImageDecodeError, read_image_bytes
-from agebench.runner.imageio import IMAGE_EXTENSIONS
+from agebench.fileread import (
+    IMAGE_EXTENSIONS,
+    MAX_LABEL_FILE_BYTES,
+    ImageDecodeError,
+    read_image_bytes,
+)
 
 
 class RowError(ValueError):

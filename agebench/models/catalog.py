@@ -62,8 +62,8 @@ class CatalogEntry:
 
 
 def pullable_names() -> list[str]:
-    """Models with a pull recipe (``agebench/models/pull.py``), pulled or not."""
-    from agebench.models.pull import RECIPES
+    """Models with a pull recipe (``agebench/models/recipes.py``), pulled or not."""
+    from agebench.models.recipes import RECIPES
 
     return sorted(RECIPES)
 

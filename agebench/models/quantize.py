@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -43,6 +42,7 @@ import numpy as np
 
 from agebench.errors import AgebenchError
 from agebench.models.manifest import ModelSpec
+from agebench.models.variants import GATES
 
 if TYPE_CHECKING:
     from agebench.models.convert import Conversion, Reference
@@ -52,21 +52,6 @@ Target = Literal["fp16", "int8"]
 TARGETS: tuple[str, ...] = ("fp16", "int8")
 
 
-@dataclass(frozen=True)
-class VariantGate:
-    """How close a variant must stay to its float32 parent (see the module's table)."""
-
-    tolerance: float | None
-    age_tolerance: float
-    age_statistic: Literal["max", "mean"]
-    gate_random: bool
-    tolerance_relative: bool = False
-
-
-GATES: dict[str, VariantGate] = {
-    "fp16": VariantGate(1e-2, 0.1, "max", gate_random=True, tolerance_relative=True),
-    "int8": VariantGate(None, 1.5, "mean", gate_random=False),
-}
 _CALIBRATION_BATCH = 8
 
 

@@ -60,7 +60,7 @@ def gated_fp16_variant(spec: ModelSpec, catalog: ModelCatalog | None = None) -> 
     A gate loosened with ``--age-tolerance`` beyond the default bound does not count.
     """
     from agebench.models.catalog import ModelCatalog
-    from agebench.models.quantize import GATES
+    from agebench.models.variants import GATES
 
     name = f"{spec.name}-fp16"
     try:

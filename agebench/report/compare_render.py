@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agebench.atomic import write_text_atomic
 from agebench.comparison import COMPARISON_FILE, paired_rows
 from agebench.metrics import true_value
 from agebench.report.render import (
@@ -35,7 +36,6 @@ from agebench.report.render import (
     _text,
     html_page,
 )
-from agebench.runner.sink import write_text_atomic
 
 #: Bland-Altman plots drawn: the first pairs, in the comparison's order
 MAX_BLAND_ALTMAN = 6

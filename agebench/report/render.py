@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agebench.atomic import write_text_atomic
 from agebench.metrics import is_scored, true_value
-from agebench.runner.sink import write_text_atomic
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"

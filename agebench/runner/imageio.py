@@ -40,6 +40,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from agebench.fileread import (
     DEFAULT_MAX_FILE_BYTES,
+    IMAGE_EXTENSIONS,
     ImageDecodeError,
     open_regular_file,
     read_image_bytes,
@@ -64,8 +65,6 @@ __all__ = [
     "has_decoder_warning",
     "header_pixels",
 ]
-
-IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 
 
 def has_decoder_warning(notes: Iterable[str] | None) -> bool:
