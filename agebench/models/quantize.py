@@ -152,7 +152,7 @@ def calibration_crops(
     from agebench.benchmarks.registry import get_benchmark
     from agebench.benchmarks.spec import LoadOptions
     from agebench.config import DetectConfig
-    from agebench.runner.faces import FacePreparer
+    from agebench.runner.faces import FacePreparer, needs_detector
     from agebench.runner.reconcile import plan_ready_crops
 
     benchmark = get_benchmark(bench)
@@ -162,7 +162,7 @@ def calibration_crops(
     if mode == "box" and not any(r.box for r in data.records):
         mode = "detect"
     detector = None
-    if mode == "detect" or (mode == "box" and spec.crop.policy == "align"):
+    if needs_detector(mode, spec.crop):
         from agebench.faces.detect import FaceDetector
 
         detector = FaceDetector(device="cpu")

@@ -34,7 +34,7 @@ from agebench.models.predictor import Backend, Device, Predictor, Tuning, availa
 from agebench.provenance import provenance
 from agebench.report.render import REPORT_HTML, REPORT_MD, write_report
 from agebench.runner import sink
-from agebench.runner.faces import FacePreparer, FacesMode, Job, PreparedImage
+from agebench.runner.faces import FacePreparer, FacesMode, Job, PreparedImage, needs_detector
 from agebench.runner.imageio import has_decoder_warning
 from agebench.runner.ownership import RunIdentity, claim, owned_folder
 from agebench.runner.partial import (
@@ -357,7 +357,7 @@ class EvalRun:
         workers = config.workers or available_cores()
         detector = None
         self.detector_device: str | None = None
-        if self.faces == "detect" or (self.faces == "box" and spec.crop.policy == "align"):
+        if needs_detector(self.faces, spec.crop):
             self.detector_device = torch_device(config.device)
             share_cores_with_workers(workers)
             detector = FaceDetector(device=self.detector_device, min_face_size=config.min_face_size)

@@ -89,6 +89,13 @@ def iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def needs_detector(mode: FacesMode, crop: CropSpec) -> bool:
+    """Whether faces must be detected: always with ``detect``, and with given boxes (``box``)
+    for a model that aligns by landmarks, which a box does not carry. The one place that says
+    so, for predict, eval and quantize's calibration alike."""
+    return mode == "detect" or (mode == "box" and crop.policy == "align")
+
+
 class FacePreparer:
     """Decode, find faces (or take the given ones), crop by the model's policy.
 
@@ -116,8 +123,7 @@ class FacePreparer:
         strict: bool = False,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     ) -> None:
-        needs_detector = mode == "detect" or (mode == "box" and crop.policy == "align")
-        if needs_detector and detector is None:
+        if needs_detector(mode, crop) and detector is None:
             raise ValueError(f"--faces {mode} with this model needs a detector")
         if mode == "none" and ready is None:
             raise ValueError("--faces none needs a ready-crop plan")

@@ -23,7 +23,7 @@ from agebench.models.manifest import ModelSpec, spec_digest
 from agebench.models.predictor import Predictor, available_cores
 from agebench.provenance import provenance
 from agebench.runner import sink
-from agebench.runner.faces import FacePreparer, Job, PreparedImage
+from agebench.runner.faces import FacePreparer, Job, PreparedImage, needs_detector
 from agebench.runner.imageio import has_decoder_warning
 from agebench.runner.ownership import RunIdentity, claim, owned_folder
 from agebench.runner.reconcile import plan_ready_crops
@@ -171,7 +171,7 @@ class PredictStack:
         workers = config.workers or available_cores()
         detector_device: str | None = None
         detector = None
-        if config.faces == "detect":
+        if needs_detector(config.faces, spec.crop):
             detector_device = torch_device(config.device)
             share_cores_with_workers(workers)
             d = config.detect
