@@ -143,11 +143,26 @@ def _group_label(group: tuple[float, float] | None) -> list[float] | None:
     return None if group is None else [float(group[0]), float(group[1])]
 
 
+@dataclass
+class _ExecutionRecord:
+    """How the images of this run were processed, as the last model set up recorded it (a
+    resumed run that had nothing left to do leaves these empty, as they were not used)."""
+
+    provider: str | None = None
+    engine: dict[str, Any] | None = None
+    detector_device: str | None = None
+    runner_settings: dict[str, Any] = field(default_factory=dict)
+    crop_plan: str | None = None
+
+
 class EvalRun:
     """One model (or per-fold model family) over one benchmark, set up before any image is read."""
 
     def __init__(self, config: EvalConfig) -> None:
         self.config = config
+        self.execution = _ExecutionRecord()
+        self.started_at: str | None = None
+        self.load_seconds = 0.0
         self.bench = get_benchmark(config.bench)
         options = LoadOptions(
             root=config.root,
@@ -352,21 +367,24 @@ class EvalRun:
             backend=config.backend,
             precision=config.precision,
         )
-        self.provider = predictor.provider
-        self.engine = predictor.execution
+        record = self.execution
+        record.provider = predictor.provider
+        record.engine = predictor.execution
         workers = config.workers or available_cores()
         detector = None
-        self.detector_device: str | None = None
+        record.detector_device = None
         if needs_detector(self.faces, spec.crop):
-            self.detector_device = torch_device(config.device)
+            record.detector_device = torch_device(config.device)
             share_cores_with_workers(workers)
-            detector = FaceDetector(device=self.detector_device, min_face_size=config.min_face_size)
+            detector = FaceDetector(
+                device=record.detector_device, min_face_size=config.min_face_size
+            )
         plan = (
             plan_ready_crops(self.ready, spec.crop, bench=self.bench.name)
             if self.faces == "none"
             else None
         )
-        self.crop_plan = plan.describe() if plan else None
+        record.crop_plan = plan.describe() if plan else None
         preparer = FacePreparer(
             spec.crop,
             predictor.input_size,
@@ -393,7 +411,7 @@ class EvalRun:
             report("advance", 1)
 
         runner = BatchRunner(preparer, predictor, batch_size=config.batch_size, workers=workers)
-        self.runner_settings = runner.describe()
+        record.runner_settings = runner.describe()
         jobs = (
             Job(root / r.image, Path(r.image), box=r.box, key=i, hash_content=True) for i, r in todo
         )
@@ -461,14 +479,14 @@ class EvalRun:
             "faces": {
                 "mode": self.faces,
                 "ready_crop": self.ready.kind if self.faces == "none" else None,
-                "reconciliation": getattr(self, "crop_plan", None),
+                "reconciliation": self.execution.crop_plan,
             },
             "execution": {
                 "device": config.device,
-                "onnx_provider": getattr(self, "provider", None),
-                "engine": getattr(self, "engine", None),
-                **getattr(self, "runner_settings", {}),
-                "detector_device": getattr(self, "detector_device", None),
+                "onnx_provider": self.execution.provider,
+                "engine": self.execution.engine,
+                **self.execution.runner_settings,
+                "detector_device": self.execution.detector_device,
                 "cores": available_cores(),
             },
             "counts": {
