@@ -14,7 +14,6 @@ import html
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from agebench.report.render import (
     DASH,
     REPORT_HTML,
     REPORT_MD,
+    Section,
     Table,
     _html_table,
     _md,
@@ -34,6 +34,7 @@ from agebench.report.render import (
     _pct,
     _svg,
     _text,
+    figure,
     html_page,
 )
 
@@ -75,18 +76,6 @@ def _conf(comparison: Mapping[str, Any]) -> str:
 
 
 # --- sections -----------------------------------------------------------------------------
-
-
-@dataclass
-class Section:
-    """One ``##`` section: paragraphs, tables, a bullet list; ``plots`` names the figures
-    that the HTML puts after the tables (see ``_PLOTS``)."""
-
-    title: str
-    paragraphs: list[str] = field(default_factory=list)
-    tables: list[Table] = field(default_factory=list)
-    items: list[str] = field(default_factory=list)
-    plots: str | None = None
 
 
 def _models(comparison: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
@@ -459,13 +448,9 @@ def render_compare_markdown(comparison: Mapping[str, Any]) -> str:
 # --- plots --------------------------------------------------------------------------------
 
 
-def _figure(width: float = 5.6, height: float = 3.8, bottom: float = 0.14) -> tuple[Any, Any]:
-    """A bare matplotlib Figure (never pyplot: no backend switch, nothing global to leak)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height))
-    fig.subplots_adjust(left=0.12, right=0.97, top=0.95, bottom=bottom)
-    return fig, fig.add_subplot()
+def _figure(bottom: float = 0.14) -> tuple[Any, Any]:
+    """The report's figure, a little larger: comparisons overlay several models."""
+    return figure(bottom, size=(5.6, 3.8), top=0.95)
 
 
 def _marker_size(n: int) -> float:

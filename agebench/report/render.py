@@ -92,8 +92,9 @@ class Table:
 
 @dataclass
 class Section:
-    """One ``##`` section: paragraphs, then tables, then a bullet list; ``plots`` names the
-    metrics target whose plots the HTML puts after the tables."""
+    """One ``##`` section of an eval or comparison report: paragraphs, then tables, then a
+    bullet list; ``plots`` names what the HTML draws after the tables (a metrics target in an
+    eval report, a figure group in a comparison)."""
 
     title: str
     paragraphs: list[str] = field(default_factory=list)
@@ -416,17 +417,21 @@ def _svg(fig: Any, index: int) -> str:
     return svg.strip()
 
 
-def _figure(bottom: float = 0.14) -> tuple[Any, Any]:
-    """A bare figure with fixed margins (a layout engine would draw every figure twice)."""
+def figure(
+    bottom: float = 0.14, *, size: tuple[float, float] = (5.2, 3.6), top: float = 0.96
+) -> tuple[Any, Any]:
+    """A bare matplotlib Figure with fixed margins, for every report's plots: never pyplot (no
+    backend switch, nothing global to leak), no layout engine (it would draw each figure
+    twice)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(5.2, 3.6))
-    fig.subplots_adjust(left=0.12, right=0.97, top=0.96, bottom=bottom)
+    fig = Figure(figsize=size)
+    fig.subplots_adjust(left=0.12, right=0.97, top=top, bottom=bottom)
     return fig, fig.add_subplot()
 
 
 def _plot_cs(m: Mapping[str, Any]) -> Any:
-    fig, ax = _figure()
+    fig, ax = figure()
     curve = [(level, 100 * v) for level, v in enumerate(m.get("cs_curve") or []) if v is not None]
     ax.plot([c[0] for c in curve], [c[1] for c in curve], marker="o", markersize=3)
     ax.set(xlabel="error threshold L (years)", ylabel="CS@L (% of scored)", ylim=(0, 100))
@@ -437,7 +442,7 @@ def _plot_cs(m: Mapping[str, Any]) -> Any:
 
 
 def _plot_scatter(true: list[float], pred: list[float], target: str) -> Any:
-    fig, ax = _figure()
+    fig, ax = figure()
     ax.scatter(true, pred, s=6, alpha=0.5, linewidths=0, rasterized=len(true) > _VECTOR_POINTS)
     low, high = min(min(true), min(pred), 0.0), max(max(true), max(pred))
     ax.plot([low, high], [low, high], color="#c33", linewidth=1, label="y = x")
@@ -448,7 +453,7 @@ def _plot_scatter(true: list[float], pred: list[float], target: str) -> Any:
 
 
 def _plot_bands(m: Mapping[str, Any]) -> Any:
-    fig, ax = _figure(bottom=0.22)
+    fig, ax = figure(bottom=0.22)
     bands = m.get("by_band") or []
     labels = [b["band"] for b in bands]
     heights = [b["mae"] or 0.0 for b in bands]
@@ -461,7 +466,7 @@ def _plot_bands(m: Mapping[str, Any]) -> Any:
 
 
 def _plot_errors(true: list[float], pred: list[float]) -> Any:
-    fig, ax = _figure()
+    fig, ax = figure()
     errors = [p - t for t, p in zip(true, pred, strict=True)]
     low, high = math.floor(min(errors)), math.ceil(max(errors))
     bins = max(1, min(high - low, 120))
