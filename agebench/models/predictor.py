@@ -16,6 +16,7 @@ import numpy as np
 
 from agebench.errors import AgebenchError, ManifestError
 from agebench.models.decoders import Decoder, build_decoder
+from agebench.models.engine import DeviceEngine, Engine
 from agebench.models.hashing import verify_model_sha256
 from agebench.models.manifest import ModelSpec
 from agebench.models.ort_engine import GPU_PROVIDERS, OrtEngine, SessionSettings
@@ -129,7 +130,7 @@ class Predictor:
         if kind == "torch":
             from agebench.models.torch_engine import TorchEngine
 
-            self.engine: Any = TorchEngine(
+            self.engine: Engine = TorchEngine(
                 spec,
                 device="cpu" if device == "cpu" else "cuda" if device == "cuda" else None,
                 precision=precision,
@@ -176,7 +177,7 @@ class Predictor:
     @property
     def session(self) -> Any:
         """The onnxruntime session (gates and tools read it directly)."""
-        return self.engine.session
+        return self.engine.session  # type: ignore[attr-defined] - onnxruntime's only
 
     @property
     def execution(self) -> dict[str, Any]:
@@ -266,8 +267,9 @@ class Predictor:
 
         Thread-safe, so decode workers call it and the inference lanes only run the graph.
         """
-        device_side = getattr(self.engine, "prepare_input", None)
-        return device_side(faces) if device_side else self.preprocess(faces)
+        if isinstance(self.engine, DeviceEngine):
+            return self.engine.prepare_input(faces)
+        return self.preprocess(faces)
 
     def run(self, tensor: Any) -> list[np.ndarray]:
         """Raw graph outputs for the manifest's heads, in head order."""

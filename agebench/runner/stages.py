@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from agebench.fileread import read_image_bytes
+from agebench.models.engine import DeviceEngine
 from agebench.models.predictor import Predictor
 from agebench.runner.faces import FacePreparer, Job, PreparedImage
 from agebench.runner.imageio import ImageDecodeError, header_pixels
@@ -182,8 +183,7 @@ class BatchRunner:
         self.device_decode = (
             preparer.mode == "none"
             and preparer.ready is not None
-            and hasattr(engine, "device")
-            and hasattr(engine, "prepare_input")
+            and isinstance(engine, DeviceEngine)
             and (engine.on_gpu if device_decode is None else device_decode)
         )
 
