@@ -45,13 +45,12 @@ def _cli_imports(module: str) -> set[str]:
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module]
-            # ``from agebench.cli import common`` imports the submodule ``common``
-            if node.module == "agebench.cli":
-                names += [f"agebench.cli.{a.name}" for a in node.names if a.name != "main"]
+            # ``from agebench import cli`` imports the package ``agebench.cli``, ``from
+            # agebench.cli import common`` the module ``common`` (and the package first)
+            names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
         else:
             continue
-        found |= {n for n in names if n == "agebench.cli" or n.startswith("agebench.cli.")}
+        found.update(names)
     return found & set(MODULES)
 
 
