@@ -542,7 +542,7 @@ def compare(
         alpha=alpha,
         target=target,
     )
-    return CompareResult.read(outcome.out.resolve(), outcome.comparison)
+    return CompareResult.read(outcome.out.resolve(), outcome.comparison, outcome.reused)
 
 
 __all__ = [

@@ -137,6 +137,10 @@ class PredictResult:
     counts: PredictCounts
     faces_mode: str | None
     failures: tuple[Mapping[str, Any], ...]
+    #: what ran the graph (an onnxruntime provider name, or torch's device), as recorded
+    provider: str | None
+    #: images per second of this run's own work (None when it processed none)
+    images_per_second: float | None
     summary: Mapping[str, Any] = field(repr=False)
     #: predict writes no report (its summary is ``summary.json``): always None
     report: Path | None = None
@@ -170,6 +174,8 @@ class PredictResult:
             ),
             faces_mode=summary.get("faces_mode"),
             failures=tuple(_frozen(f) for f in summary.get("failures") or ()),
+            provider=(summary.get("execution") or {}).get("onnx_provider"),
+            images_per_second=(summary.get("timing") or {}).get("images_per_second"),
             summary=_frozen(summary),
         )
 
@@ -207,6 +213,12 @@ class EvalResult:
     report: Path | None
     #: whether the run was a finished one reused as is (None: read from a folder)
     reused: bool | None
+    #: age-group accuracy (``accuracy``, ``one_off``) of a benchmark scored in groups, else None
+    group_metrics: Mapping[str, Any] | None
+    #: label rows that could not be read (one line each), as the summary lists them
+    problems: tuple[str, ...]
+    #: what the run noticed about its own results (``kind``, ``message``: contamination...)
+    findings: tuple[Mapping[str, Any], ...]
     summary: Mapping[str, Any] = field(repr=False)
 
     def rows(self) -> list[dict[str, Any]]:
@@ -250,6 +262,11 @@ class EvalResult:
             ),
             report=report if report.is_file() else None,
             reused=reused,
+            group_metrics=_frozen(summary["group_metrics"])
+            if summary.get("group_metrics")
+            else None,
+            problems=tuple(str(p) for p in summary.get("problems") or ()),
+            findings=tuple(_frozen(f) for f in summary.get("findings") or ()),
             summary=_frozen(summary),
         )
 
@@ -280,6 +297,9 @@ class CompareResult:
     n_scored_by_all: int
     report: Path | None
     comparison: Mapping[str, Any] = field(repr=False)
+    #: per compared run, in order: whether its eval was reused (True) or run now (False);
+    #: None for a run read from a finished folder, and for every run of a folder read back
+    reused: tuple[bool | None, ...] = ()
 
     def runs(self) -> dict[str, EvalResult]:
         """The compared eval runs, read from their folders."""
@@ -315,7 +335,12 @@ class CompareResult:
         return table
 
     @classmethod
-    def read(cls, folder: Path, comparison: Mapping[str, Any]) -> CompareResult:
+    def read(
+        cls,
+        folder: Path,
+        comparison: Mapping[str, Any],
+        reused: Sequence[bool | None] | None = None,
+    ) -> CompareResult:
         models = {m.get("label"): m for m in comparison.get("models") or ()}
         ranking = []
         for entry in (comparison.get("ranking") or {}).get("order") or ():
@@ -343,6 +368,9 @@ class CompareResult:
             n_scored_by_all=(comparison.get("intersection") or {}).get("n_scored_by_all", 0),
             report=report if report.is_file() else None,
             comparison=_frozen(comparison),
+            reused=tuple(reused)
+            if reused is not None
+            else (None,) * len(comparison.get("runs") or ()),
         )
 
 

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from agebench.cli import main
-from agebench.cli_bench import find_baseline
+from agebench.cli.bench import find_baseline
 from agebench.speed.measure import BASELINE_MIN_FACE, run_baseline
 from agebench.speed.workload import build_workload
 
@@ -93,7 +93,7 @@ def test_bench_reports_every_measurement_and_consistent_ratios(
 def test_bench_without_a_baseline_says_so_and_measures_the_rest(
     shared_faces: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr("agebench.cli_bench.find_baseline", lambda given: None)
+    monkeypatch.setattr("agebench.cli.bench.find_baseline", lambda given: None)
     out = tmp_path / "bench"
     result = CliRunner().invoke(
         main,

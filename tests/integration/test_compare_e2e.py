@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import agebench.cli_compare  # noqa: F401  (registers the command on the agebench group)
 from agebench.cli import main
 from agebench.comparison import run_compare
 from agebench.models.catalog import DEFAULT_MODEL, resolve_model

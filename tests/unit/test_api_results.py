@@ -27,6 +27,8 @@ def test_predict_folders_of_every_version(version: str):
     assert result.model == agebench.ModelRef("dlib-age-v1", SHA)
     assert (result.counts.images, result.counts.faces, result.counts.images_failed) == (3, 3, 0)
     assert result.faces_mode == "none" and result.exit_code == 0 and result.report is None
+    # what agebench predict prints in its table's title and last column
+    assert (result.provider, result.images_per_second) == ("CPUExecutionProvider", 103.84)
     table = result.to_pandas()
     assert len(table) == 3 and list(table["image"]) == CHIPS
     assert list(table["age"]) == [14.163, 9.573, 18.827]  # dlib-age-v1, tight chips
@@ -42,6 +44,8 @@ def test_eval_folders_of_every_version(version: str):
     assert result.counts.records == result.counts.scored == 3
     age = result.metrics["age"]
     assert age.mae == pytest.approx(4.139) and age.coverage == 1.0 and age.mae_ci is not None
+    # what agebench eval prints below its table: none here (no groups, problems or findings)
+    assert (result.group_metrics, result.problems, result.findings) == (None, (), ())
     table = result.to_pandas()
     assert len(table) == 3
     # attributes flattened; columns an earlier schema lacked are there, empty
@@ -59,6 +63,7 @@ def test_compare_folder_and_its_runs():
     assert result.target == "age" and result.benchmark == "utkface"
     assert [r.label for r in result.ranking] == ["dlib-age-v1 [detect]", "dlib-age-v1 [none]"]
     assert [r.rank for r in result.ranking] == [1, 2] and result.n_scored_by_all == 3
+    assert result.reused == (None, None)  # read back: how each run was obtained is not known
     # recorded relative to the compare command's folder: found beside the compare folder
     assert {label: p.name for label, p in result.run_paths.items()} == {
         "dlib-age-v1 [none]": "eval-none",

@@ -16,7 +16,7 @@ from scipy import stats as scipy_stats
 
 from agebench import stats
 from agebench.cli import main
-from agebench.cli_compare import compare as compare_command
+from agebench.cli.compare import compare as compare_command
 from agebench.comparison import (
     COMPARISON_SCHEMA,
     compare_runs,

@@ -1,12 +1,8 @@
-"""``agebench compare``: parse, call ``agebench.comparison.run_compare``, print the ranking.
-
-The command registers itself on ``agebench.cli.main`` whichever module is imported first:
-``agebench/cli.py`` may end with ``from agebench.cli_compare import compare``, and importing
-this module alone (tests) imports ``agebench.cli`` at its end and adds the command there.
-"""
+"""``agebench compare``: parse, call ``agebench.compare``, print the ranking."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +11,19 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from agebench.cli import image_progress, run_options
+import agebench
+from agebench.api_results import CompareResult
+from agebench.cli.common import (
+    benchmark_options,
+    console,
+    execution_options,
+    fmt,
+    friendly_errors,
+    image_progress,
+    parse_pairs,
+    run_options,
+    shown,
+)
 
 #: the pairs printed on the terminal; the report has them all
 MAX_PAIRS_PRINTED = 10
@@ -23,48 +31,9 @@ MAX_PAIRS_PRINTED = 10
 
 @click.command("compare")
 @click.argument("models_or_runs", nargs=-1, required=True)
-@click.option("--bench", "-b", default=None, help="Benchmark to run MODELS on.")
-@click.option("--root", type=click.Path(path_type=Path), default=None, help="Its folder.")
-@click.option("--split", default=None, help="Split to score (default: the benchmark's).")
-@click.option("--protocol", default=None, help="Protocol (default: the benchmark's first).")
-@click.option(
-    "--labels",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Label file (csv, morph, mivolo-csv, facebase).",
-)
-@click.option(
-    "--column",
-    "columns",
-    multiple=True,
-    metavar="ROLE=NAME",
-    help="csv: which column holds a role (path, age, subject, fold, split, std...).",
-)
-@click.option(
-    "--option",
-    "options",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Benchmark-specific option (see 'agebench benches info NAME').",
-)
-@click.option(
-    "--faces",
-    type=click.Choice(["none", "detect", "box"]),
-    default=None,
-    help="none: images are face crops; detect: find faces; box: use the given boxes "
-    "(default: the benchmark's). The same for every model.",
-)
-@click.option(
-    "--folds",
-    type=click.IntRange(min=2),
-    default=5,
-    show_default=True,
-    help="k for subject-disjoint k-fold protocols.",
-)
-@click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed for folds and bootstraps."
-)
+@benchmark_options(required=False)
 @run_options
+@execution_options
 @click.option(
     "--out-root",
     type=click.Path(path_type=Path),
@@ -92,20 +61,8 @@ MAX_PAIRS_PRINTED = 10
     default=None,
     help="Target to compare (default: the benchmark's headline, e.g. age).",
 )
-def compare(**kwargs: Any) -> None:
-    """Compare models (run on one benchmark) or finished eval runs, record by record.
-
-    MODELS_OR_RUNS are model names or manifests (run with --bench and --root, reusing any
-    finished eval of the same model on the same data) or finished eval run folders (holding
-    summary.json and predictions.jsonl), in any mix. Writes OUT_ROOT/compare-<id>/ with
-    comparison.json, report.md and report.html.
-    """
-    from agebench.cli import friendly_errors
-
-    friendly_errors(_compare)(**kwargs)
-
-
-def _compare(
+@friendly_errors
+def compare(
     models_or_runs: tuple[str, ...],
     bench: str | None,
     root: Path | None,
@@ -120,31 +77,22 @@ def _compare(
     batch_size: int | None,
     device: str,
     workers: int | None,
+    backend: str,
+    precision: str,
+    tuning: str,
     out_root: Path,
     n_boot: int,
     alpha: float,
     target: str | None,
 ) -> None:
-    from agebench.cli import _parse_pairs, console
-    from agebench.comparison import run_compare
+    """Compare models (run on one benchmark) or finished eval runs, record by record.
 
-    eval_kwargs = {
-        "bench": bench,
-        "root": root,
-        "split": split,
-        "protocol": protocol,
-        "labels": labels,
-        "columns": _parse_pairs(columns, "--column"),
-        "options": _parse_pairs(options, "--option"),
-        "folds": folds,
-        "seed": seed,
-        "faces": faces,
-        "batch_size": batch_size,
-        "device": device,
-        "workers": workers,
-        "out_root": out_root,
-        "n_boot": n_boot,
-    }
+    MODELS_OR_RUNS are model names or manifests (run with --bench and --root, reusing any
+    finished eval of the same model on the same data, with the same --faces and execution
+    options for every model) or finished eval run folders (holding summary.json and
+    predictions.jsonl), in any mix. Writes OUT_ROOT/compare-<id>/ with comparison.json,
+    report.md and report.html.
+    """
     bars = image_progress()
     tasks: dict[str, Any] = {}
 
@@ -157,18 +105,37 @@ def _compare(
             bars.advance(tasks[item], amount)
 
     with bars:
-        outcome = run_compare(
+        result = agebench.compare(
             list(models_or_runs),
-            eval_kwargs if bench or root else None,
-            out_root,
-            on_progress,
-            n_boot=n_boot,
+            bench=bench,
+            root=root,
+            split=split,
+            protocol=protocol,
+            labels=labels,
+            columns=parse_pairs(columns, "--column"),
+            options=parse_pairs(options, "--option"),
+            faces=faces,  # type: ignore[arg-type]
+            folds=folds,
             seed=seed,
+            batch_size=batch_size,
+            device=device,  # type: ignore[arg-type]
+            workers=workers,
+            backend=backend,  # type: ignore[arg-type]
+            precision=precision,  # type: ignore[arg-type]
+            tuning=tuning,  # type: ignore[arg-type]
+            out_root=out_root,
+            n_boot=n_boot,
             alpha=alpha,
             target=target,
+            progress=on_progress,
         )
-    comparison = outcome.comparison
-    for run, reused in zip(comparison["runs"], outcome.reused, strict=True):
+    print_comparison(result)
+
+
+def print_comparison(result: CompareResult) -> None:
+    """How each run was obtained, the three tables, the findings and the report's path."""
+    comparison = result.comparison
+    for run, reused in zip(comparison["runs"], result.reused, strict=True):
         how = "read" if reused is None else ("reused" if reused else "evaluated")
         console.print(
             escape(f"{how}: {run['label']}  {run['path']}"), highlight=False, soft_wrap=True
@@ -192,15 +159,11 @@ def _compare(
         highlight=False,
     )
     console.print(
-        f"report: {escape(str(outcome.out / 'report.html'))}", soft_wrap=True, highlight=False
+        f"report: {escape(shown(result.out / 'report.html'))}", soft_wrap=True, highlight=False
     )
 
 
 # --- terminal tables -----------------------------------------------------------------------------
-
-
-def _fmt(value: Any, spec: str = ".2f") -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def _best(values: list[float | None], lower: bool) -> set[int]:
@@ -240,17 +203,17 @@ def _marked_table(title: str, keys: list[tuple[str, list[str]]], columns: list[C
         for (_, values, spec, _), best in zip(columns, winners, strict=True):
             value = values[i]
             if spec == "ci":
-                text = f"{_fmt(value[0])}-{_fmt(value[1])}" if value else "-"
+                text = f"{fmt(value[0])}-{fmt(value[1])}" if value else "-"
             elif spec == "text":
                 text = "-" if value is None else str(value)
             else:
-                text = _fmt(value, spec)
+                text = fmt(value, spec)
             cells.append(f"[bold green]{escape(text)}[/]" if i in best else escape(text))
         table.add_row(*(escape(values[i]) for _, values in keys), *cells)
     return table
 
 
-def ranking_table(comparison: dict[str, Any]) -> Table:
+def ranking_table(comparison: Mapping[str, Any]) -> Table:
     """The ranking by MAE on the images every model scored, one model a row."""
     models = {m["label"]: m for m in comparison["models"]}
     order = comparison["ranking"]["order"]
@@ -285,7 +248,7 @@ def ranking_table(comparison: dict[str, Any]) -> Table:
     return table
 
 
-def models_table(comparison: dict[str, Any]) -> Table:
+def models_table(comparison: Mapping[str, Any]) -> Table:
     """Each model's own full set, failures, speed and size, in ranking order."""
     models = {m["label"]: m for m in comparison["models"]}
     rows = [models[entry["model"]] for entry in comparison["ranking"]["order"]]
@@ -309,7 +272,7 @@ def models_table(comparison: dict[str, Any]) -> Table:
     return table
 
 
-def pairs_table(comparison: dict[str, Any]) -> Table:
+def pairs_table(comparison: Mapping[str, Any]) -> Table:
     """Each pair on the images every model scored: MAE difference, CI, Holm p, who is closer."""
     table = Table(box=box.SIMPLE_HEAD, title="pairs (A - B, on the same images)")
     for column in ("A", "B"):
@@ -324,22 +287,11 @@ def pairs_table(comparison: dict[str, Any]) -> Table:
         table.add_row(
             escape(p["a"]),
             escape(p["b"]),
-            _fmt(p.get("mae_diff"), "+.2f"),
-            escape(f"[{_fmt(ci[0], '+.2f')}, {_fmt(ci[1], '+.2f')}]"),
-            ("<0.0001" if p_holm is not None and p_holm < 1e-4 else _fmt(p_holm, ".4f"))
+            fmt(p.get("mae_diff"), "+.2f"),
+            escape(f"[{fmt(ci[0], '+.2f')}, {fmt(ci[1], '+.2f')}]"),
+            ("<0.0001" if p_holm is not None and p_holm < 1e-4 else fmt(p_holm, ".4f"))
             + ("*" if p.get("significant") else ""),
-            " / ".join(_fmt(v, ".0%") for v in shares),
+            " / ".join(fmt(v, ".0%") for v in shares),
         )
     table.caption = "* significant after Holm correction"
     return table
-
-
-def _register() -> None:
-    """Add ``compare`` to the ``agebench`` group (once)."""
-    from agebench import cli
-
-    if "compare" not in cli.main.commands:
-        cli.main.add_command(compare)
-
-
-_register()

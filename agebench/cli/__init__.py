@@ -1,0 +1,39 @@
+"""Command line: a thin shell over the public API (``agebench.predict/evaluate/compare``,
+``agebench.models``, ``agebench.benches``): parse, call, print. No computing happens here.
+
+This package only builds the ``agebench`` group and registers each command module's commands
+on it, once. Command modules import their shared helpers from ``agebench.cli.common`` and
+never this package, so importing any one of them alone works and the imports form no cycle.
+"""
+
+from __future__ import annotations
+
+import click
+
+from agebench import __version__
+from agebench.cli.bench import bench as bench_command
+from agebench.cli.benches import benches as benches_group
+from agebench.cli.compare import compare as compare_command
+from agebench.cli.evaluate import eval_command
+from agebench.cli.models import models as models_group
+from agebench.cli.predict import predict as predict_command
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="agebench")
+def main() -> None:
+    """Run facial age estimation models over many images, and measure them honestly."""
+
+
+# in the order ``agebench --help`` lists them (click sorts them by name anyway)
+for _command in (
+    predict_command,
+    models_group,
+    benches_group,
+    eval_command,
+    bench_command,
+    compare_command,
+):
+    main.add_command(_command)

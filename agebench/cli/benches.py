@@ -1,0 +1,76 @@
+"""``agebench benches``: the benchmarks agebench reads and how to lay their data out."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+import agebench  # agebench.benches loads on first use: the registry reads plugins
+from agebench.cli.common import friendly_errors
+
+
+@click.group("benches")
+def benches() -> None:
+    """List benchmarks and show how to lay their data out."""
+
+
+@benches.command("list")
+@friendly_errors
+def benches_list() -> None:
+    """Every benchmark agebench can read."""
+    table = Table(title="agebench benchmarks")
+    table.add_column("name", no_wrap=True)
+    for column in ("title", "protocols", "splits", "targets", "images are", "faces"):
+        table.add_column(column)
+    for info in agebench.benches.list():
+        crops = info.crops + (f" (margin {info.crop_margin:g})" if info.crop_margin else "")
+        table.add_row(
+            info.name,
+            info.title,
+            ", ".join(info.protocols),
+            ", ".join(info.splits) or "-",
+            ", ".join(info.targets),
+            crops,
+            info.default_faces,
+        )
+    Console().print(table)
+
+
+@benches.command("info")
+@click.argument("name")
+@friendly_errors
+def benches_info(name: str) -> None:
+    """Expected layout, label files and columns, protocols, options and citation."""
+    spec = agebench.benches.get(name).spec
+    out = Console()
+    out.print(f"[bold]{spec.name}[/] (spec version {spec.version}): {spec.title}", highlight=False)
+    out.print(f"citation: {spec.citation}", highlight=False)
+    out.print(f"url: {spec.url}", highlight=False)
+    out.print("\n[bold]layout under --root[/]", highlight=False)
+    out.print(spec.layout.rstrip(), highlight=False, markup=False)
+    out.print("\n[bold]labels[/]", highlight=False)
+    out.print(spec.labels.rstrip(), highlight=False, markup=False)
+    out.print("\n[bold]protocols[/] (first is the default)")
+    for protocol, text in spec.protocols.items():
+        out.print(f"  {protocol}: {text}", highlight=False, markup=False)
+    if spec.splits:
+        out.print(f"[bold]splits[/]: {', '.join(spec.splits)} (default {spec.default_split})")
+    out.print(f"[bold]targets[/]: {', '.join(spec.targets)}")
+    crops = spec.crops
+    out.print(
+        f"[bold]images are[/]: {crops.kind}"
+        + (f", margin {crops.margin:g}" if crops.margin else "")
+        + (", aligned" if crops.aligned else "")
+        + (f" - {crops.description}" if crops.description else ""),
+        highlight=False,
+    )
+    out.print(f"[bold]default --faces[/]: {spec.default_faces}")
+    if spec.groups:
+        out.print(f"[bold]age groups[/]: {', '.join(f'{lo:g}-{hi:g}' for lo, hi in spec.groups)}")
+    if spec.options:
+        out.print("[bold]--option KEY=VALUE[/]")
+        for key, text in spec.options.items():
+            out.print(f"  {key}: {text}", highlight=False, markup=False)
+    if spec.notes:
+        out.print(f"\n{spec.notes.strip()}", highlight=False, markup=False)

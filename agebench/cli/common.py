@@ -1,0 +1,311 @@
+"""What every command shares: the stderr console, one-line errors, progress bars and the
+option decorators, so that a flag reads and behaves the same on every command that has it.
+
+Command modules import from here, never from ``agebench.cli`` (the package that registers
+them), which keeps the import graph a tree: ``cli/__init__`` -> command module -> ``common``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from agebench.errors import AgebenchError
+
+F = TypeVar("F", bound=Callable[..., Any])
+#: progress, tables and messages go to stderr, so that stdout stays for data (``--json``)
+console = Console(stderr=True)
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def friendly_errors(fn: F) -> F:
+    """A user error is one line on stderr and a non-zero exit, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AgebenchError as error:
+            console.print(
+                f"[bold red]error:[/] {escape(str(error))}",
+                markup=True,
+                highlight=False,
+                soft_wrap=True,
+            )
+            sys.exit(EXIT_ERROR)
+        except OSError as error:  # the environment failed us (disk, permissions): one line
+            where = f"{error.filename}: " if error.filename else ""
+            console.print(
+                f"[bold red]error:[/] {escape(where + (error.strerror or str(error)))}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            sys.exit(EXIT_ERROR)
+        except KeyboardInterrupt:
+            console.print(
+                "[yellow]interrupted[/]: finished images are saved; rerun with --resume to continue"
+            )
+            sys.exit(EXIT_INTERRUPTED)
+
+    return wrapper  # type: ignore[return-value]
+
+
+# --- shared options --------------------------------------------------------------------------
+
+
+def run_options(fn: F) -> F:
+    """--batch-size, --device and --workers, the same for every command that runs a model."""
+    fn = click.option(
+        "--workers",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Decode/detect threads (default: one per core).",
+    )(fn)
+    fn = click.option(
+        "--device",
+        type=click.Choice(["auto", "cpu", "cuda"]),
+        default="auto",
+        show_default=True,
+        help="auto: the fastest path there is (the summary says which it took).",
+    )(fn)
+    return click.option(
+        "--batch-size",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Faces per model call (default: 64 on a CPU, 256 on a GPU).",
+    )(fn)
+
+
+def run_folder_options(fn: F) -> F:
+    """--wait (a run whose output folder another run holds waits for it instead of failing)
+    and --strict (decoder warnings fail an image), shared by predict and eval."""
+    fn = click.option(
+        "--strict",
+        is_flag=True,
+        help="Fail an image whose decoder warned about damaged data, instead of scoring it "
+        "with the warning in its notes.",
+    )(fn)
+    return click.option(
+        "--wait",
+        is_flag=True,
+        help="If another run holds the output folder, wait for it to finish instead of refusing.",
+    )(fn)
+
+
+def execution_options(fn: F) -> F:
+    """--backend, --precision and --tuning: how the graph runs (summaries record the choice)."""
+    fn = click.option(
+        "--tuning",
+        type=click.Choice(["auto", "manifest", "retune"]),
+        default="auto",
+        show_default=True,
+        help="onnxruntime settings: the fastest measured on this machine (cached), the "
+        "manifest's, or measure again.",
+    )(fn)
+    fn = click.option(
+        "--precision",
+        type=click.Choice(["auto", "fp32", "fp16"]),
+        default="auto",
+        show_default=True,
+        help="torch on CUDA: fp16 (auto: when the model's fp16 variant passed its gate).",
+    )(fn)
+    return click.option(
+        "--backend",
+        type=click.Choice(["auto", "onnxruntime", "torch"]),
+        default="auto",
+        show_default=True,
+        help="What runs the graph (auto: onnxruntime-gpu, else torch on CUDA, else "
+        "onnxruntime on CPU).",
+    )(fn)
+
+
+def benchmark_options(*, required: bool) -> Callable[[F], F]:
+    """--bench, --root, --split, --protocol, --labels, --column, --option, --folds, --seed
+    and --faces: which benchmark data a run scores, one definition for eval and compare so
+    that the two read the same data from the same flags.
+
+    ``required``: eval always runs a benchmark; compare needs one only for the models it runs
+    (finished run folders bring their own).
+    """
+
+    def decorate(fn: F) -> F:
+        options = [
+            click.option(
+                "--bench",
+                "-b",
+                required=required,
+                default=None,
+                help="Benchmark name (see 'agebench benches list').",
+            ),
+            click.option(
+                "--root",
+                type=click.Path(path_type=Path),
+                required=required,
+                default=None,
+                help="The benchmark's folder.",
+            ),
+            click.option(
+                "--split", default=None, help="Split to score (default: the benchmark's)."
+            ),
+            click.option(
+                "--protocol", default=None, help="Protocol (default: the benchmark's first)."
+            ),
+            click.option(
+                "--labels",
+                type=click.Path(path_type=Path),
+                default=None,
+                help="Label file (csv, morph, mivolo-csv, facebase).",
+            ),
+            click.option(
+                "--column",
+                "columns",
+                multiple=True,
+                metavar="ROLE=NAME",
+                help="csv: which column holds a role (path, age, subject, fold, split, std...).",
+            ),
+            click.option(
+                "--option",
+                "options",
+                multiple=True,
+                metavar="KEY=VALUE",
+                help="Benchmark-specific option (see 'agebench benches info NAME').",
+            ),
+            click.option(
+                "--folds",
+                type=click.IntRange(min=2),
+                default=5,
+                show_default=True,
+                help="k for subject-disjoint k-fold protocols.",
+            ),
+            click.option(
+                "--seed",
+                type=int,
+                default=0,
+                show_default=True,
+                help="Seed for folds and bootstraps.",
+            ),
+            click.option(
+                "--faces",
+                type=click.Choice(["none", "detect", "box"]),
+                default=None,
+                help="none: images are face crops; detect: find faces; box: use the given boxes "
+                "(default: the benchmark's).",
+            ),
+        ]
+        for option in reversed(options):  # click lists options in decorator order, top first
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def parse_pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
+    """``--column ROLE=NAME`` / ``--option KEY=VALUE`` pairs as a mapping (a malformed one is
+    a user error naming the flag)."""
+    pairs = {}
+    for value in values:
+        key, sep, item = value.partition("=")
+        if not sep or not key:
+            raise AgebenchError(f"{flag} {value!r}: expected KEY=VALUE")
+        pairs[key.strip()] = item.strip()
+    return pairs
+
+
+# --- progress and shared output ----------------------------------------------------------------
+
+
+def notify_wait(text: str) -> None:
+    """The ``--wait`` message: whose run this one waits for."""
+    console.print(f"waiting for {escape(text)} to finish", highlight=False, soft_wrap=True)
+
+
+def image_progress(description: str = "[bold]{task.description}") -> Progress:
+    """A rich progress display counting images, on stderr (one look for every command)."""
+    return Progress(
+        TextColumn(description),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("images"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+class ProgressBar:
+    """A rich bar fed by the runner's ``(event, amount)`` callbacks, drawn from the first
+    one on: a run refused before its first image (folder busy, another run's folder) prints
+    its one line without an empty bar above it."""
+
+    def __init__(self, label: str = "predict") -> None:
+        self.label = label
+        self.progress: Progress | None = None
+        self.task: Any = None
+        # the runner reports from two threads (the total from its counting thread)
+        self._lock = threading.Lock()
+
+    def _start(self) -> Progress:
+        with self._lock:
+            if self.progress is not None:
+                return self.progress
+            progress = image_progress(f"[bold]{self.label}")
+            progress.start()
+            self.task = progress.add_task(self.label, total=None)
+            self.progress = progress
+            return progress
+
+    def update(self, event: str, amount: int) -> None:
+        progress = self._start()
+        if event == "total":
+            progress.update(self.task, total=amount)
+        else:
+            progress.advance(self.task, amount)
+
+    def __enter__(self) -> Callable[[str, int], None]:
+        return self.update
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def fmt(value: Any, spec: str = ".2f") -> str:
+    """A metric for a table cell; '-' when it is unknown."""
+    return "-" if value is None else format(value, spec)
+
+
+def shown(path: Path) -> str:
+    """A result's folder as the command line names it: results hold resolved paths, and a
+    folder under the working one reads as it was given (``reports/eval/...``)."""
+    try:
+        return os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
+    except (OSError, ValueError):  # no working folder (deleted) or another drive
+        return str(path)
+
+
+def print_decoder_warnings(count: int) -> None:
+    if count:
+        console.print(
+            f"[yellow]{count} image(s) decoded with warnings[/] (damaged data decoded around; "
+            "their notes say what): --strict fails them",
+            highlight=False,
+        )

@@ -1,0 +1,170 @@
+"""``agebench predict``: parse, call ``agebench.predict``, print the summary."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+import agebench
+from agebench.api_results import PredictResult
+from agebench.cli.common import (
+    ProgressBar,
+    console,
+    execution_options,
+    friendly_errors,
+    notify_wait,
+    print_decoder_warnings,
+    run_folder_options,
+    run_options,
+)
+from agebench.models.catalog import DEFAULT_MODEL
+
+#: the failures listed on the terminal; summary.json has them all
+MAX_FAILURES_PRINTED = 10
+
+
+@click.command("predict")
+@click.argument("input", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("reports/predict"),
+    show_default=True,
+    help="Output folder: one JSON per image (mirroring INPUT), predictions.jsonl, summary.json.",
+)
+@click.option(
+    "--model",
+    "-m",
+    default=None,
+    help="Registered model name, a manifest .toml, or an .onnx with --manifest.",
+)
+@click.option(
+    "--manifest",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Manifest for an ad-hoc --model path/to/model.onnx.",
+)
+@click.option(
+    "--faces",
+    type=click.Choice(["detect", "none"]),
+    default="detect",
+    show_default=True,
+    help="detect: find faces with MTCNN; none: every image is a ready face crop.",
+)
+@click.option(
+    "--min-face-size",
+    type=click.IntRange(min=12),
+    default=20,
+    show_default=True,
+    help="Smallest face to detect, in pixels of the original photo.",
+)
+@click.option(
+    "--max-faces",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Keep at most N faces per image, largest first.",
+)
+@click.option("--recursive/--no-recursive", default=True, show_default=True)
+@click.option(
+    "--resume/--overwrite",
+    default=True,
+    show_default=True,
+    help="Skip images already written in --out, or start the folder afresh.",
+)
+@click.option(
+    "--crop-margin",
+    type=click.FloatRange(min=0.0, max=2.0),
+    default=0.0,
+    show_default=True,
+    help="With --faces none: the margin each crop has around the face, as a fraction of the "
+    "face box (0: tight crops such as UTKFace chips; 0.4: APPA-REAL _face.jpg).",
+)
+@click.option(
+    "--save-raw", is_flag=True, help="Also write raw model outputs (probabilities, ranks...)."
+)
+@run_folder_options
+@run_options
+@execution_options
+@friendly_errors
+def predict(
+    input: Path,
+    out: Path,
+    model: str | None,
+    manifest: Path | None,
+    faces: str,
+    batch_size: int | None,
+    device: str,
+    min_face_size: int,
+    max_faces: int | None,
+    recursive: bool,
+    resume: bool,
+    crop_margin: float,
+    save_raw: bool,
+    wait: bool,
+    strict: bool,
+    workers: int | None,
+    backend: str,
+    precision: str,
+    tuning: str,
+) -> None:
+    """Estimate the age of every face in the images under INPUT."""
+    with ProgressBar() as on_progress:
+        result = agebench.predict(
+            input,
+            out,
+            model=model or DEFAULT_MODEL,
+            manifest=manifest,
+            faces=faces,  # type: ignore[arg-type]
+            min_face_size=min_face_size,
+            max_faces=max_faces,
+            crop_margin=crop_margin,
+            recursive=recursive,
+            resume=resume,
+            save_raw=save_raw,
+            wait=wait,
+            strict=strict,
+            batch_size=batch_size,
+            device=device,  # type: ignore[arg-type]
+            workers=workers,
+            backend=backend,  # type: ignore[arg-type]
+            precision=precision,  # type: ignore[arg-type]
+            tuning=tuning,  # type: ignore[arg-type]
+            progress=on_progress,
+            notify=notify_wait,
+        )
+    print_summary(result)
+    sys.exit(result.exit_code)
+
+
+def print_summary(result: PredictResult) -> None:
+    """The counts table, the first failures and where the outputs are."""
+    counts, speed = result.counts, result.images_per_second
+    table = Table(title=escape(f"agebench predict: {result.model.name} on {result.provider}"))
+    for column in ("images", "faces", "no face", "failed", "resumed", "images/s"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(counts.images),
+        str(counts.faces),
+        str(counts.images_no_face),
+        str(counts.images_failed),
+        str(counts.skipped_resumed),
+        f"{speed:.1f}" if speed else "-",
+    )
+    console.print(table)
+    for failure in result.failures[:MAX_FAILURES_PRINTED]:
+        console.print(
+            f"  [yellow]{escape(str(failure['status']))}[/] "
+            f"{escape(str(failure['image']))}: {escape(str(failure['error']))}",
+            highlight=False,
+        )
+    if len(result.failures) > MAX_FAILURES_PRINTED:
+        console.print(
+            f"  ... and {len(result.failures) - MAX_FAILURES_PRINTED} more in "
+            f"{escape(str(result.out))}/summary.json"
+        )
+    print_decoder_warnings(counts.decoder_warnings)
+    console.print(f"outputs: {escape(str(result.out))}", highlight=False)
