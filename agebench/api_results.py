@@ -12,7 +12,6 @@ Pure: no click, no rich; pandas is imported only by ``to_pandas``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,24 +88,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _read_lines(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise AgebenchError(f"{path.parent}: no {path.name} beside its summary")
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                raise AgebenchError(f"{path}:{number}: not a JSON line") from None
-            if not isinstance(row, dict):
-                raise AgebenchError(f"{path}:{number}: not a prediction row")
-            rows.append(row)
-    return rows
-
-
 def _table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """One row per record, nested mappings flattened with dots (``attributes.gender``,
     ``model.sha256``); lists (boxes, landmarks) stay whole in their cell."""
@@ -151,7 +132,7 @@ class PredictResult:
         return 3 if self.counts.images_failed or self.counts.images_no_face else 0
 
     def rows(self) -> list[dict[str, Any]]:
-        return _read_lines(self.out / sink.PREDICTIONS_FILE)
+        return sink.read_prediction_rows(self.out / sink.PREDICTIONS_FILE)
 
     def to_pandas(self) -> pd.DataFrame:
         return _table(self.rows())
@@ -223,7 +204,7 @@ class EvalResult:
 
     def rows(self) -> list[dict[str, Any]]:
         """Every record's row (``predictions.jsonl``), in the benchmark's order."""
-        rows = _read_lines(self.out / sink.PREDICTIONS_FILE)
+        rows = sink.read_prediction_rows(self.out / sink.PREDICTIONS_FILE)
         for row in rows:
             for key, default in _EVAL_ROW_DEFAULTS.items():
                 if key not in row:

@@ -119,25 +119,13 @@ def load_run(path: Path | str) -> FinishedRun:
             f"{summary_path}: schema {summary.get('schema')!r}, expected {EVAL_SUMMARY_SCHEMA!r}"
         )
     predictions = folder / sink.PREDICTIONS_FILE
-    if not predictions.is_file():
-        raise AgebenchError(f"{folder}: no {sink.PREDICTIONS_FILE} beside its summary")
-    rows: list[dict[str, Any]] = []
+    rows = sink.read_prediction_rows(predictions)
     seen: set[str] = set()
-    with open(predictions, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                raise AgebenchError(f"{predictions}:{number}: not a JSON line") from None
-            if not isinstance(row, dict) or "image" not in row or "status" not in row:
-                raise AgebenchError(f"{predictions}:{number}: not a prediction row")
-            key = row_key(row)
-            if key in seen:
-                raise AgebenchError(f"{predictions}:{number}: record {key} appears twice")
-            seen.add(key)
-            rows.append(row)
+    for number, row in enumerate(rows, start=1):
+        key = row_key(row)
+        if key in seen:
+            raise AgebenchError(f"{predictions}: row {number}: record {key} appears twice")
+        seen.add(key)
     expected = (summary.get("counts") or {}).get("records")
     if expected is not None and expected != len(rows):
         raise AgebenchError(

@@ -567,12 +567,6 @@ def _parse_group(label: str) -> list[float] | None:
     return [float(match[1]), float(match[2])] if match else None
 
 
-def iter_rows(path: Path) -> Iterator[dict[str, Any]]:
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            yield json.loads(line)
-
-
 def run_eval(
     config: EvalConfig, progress: ProgressCallback | None = None, notify: Notify | None = None
 ) -> EvalOutcome:

@@ -21,6 +21,7 @@ from agebench.atomic import (
     write_lines_atomic,
     write_text_atomic,
 )
+from agebench.errors import AgebenchError
 
 __all__ = [  # the atomic writes are the core's; run folders use them through here too
     "TMP_SUFFIX",
@@ -95,3 +96,23 @@ def clear_temporaries(out: Path) -> None:
             for path in out.rglob(pattern):
                 if path.is_file():
                     path.unlink()
+
+
+def read_prediction_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a finished run's ``predictions.jsonl`` (predict or eval), each checked to be
+    a prediction row; anything else is one line naming the file and the line."""
+    if not path.is_file():
+        raise AgebenchError(f"{path.parent}: no {path.name} beside its summary")
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                raise AgebenchError(f"{path}:{number}: not a JSON line") from None
+            if not isinstance(row, dict) or "image" not in row or "status" not in row:
+                raise AgebenchError(f"{path}:{number}: not a prediction row")
+            rows.append(row)
+    return rows
