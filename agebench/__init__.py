@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from agebench.core.version import __version__
 
 #: public name -> the module defining it (``None``: the name is that submodule itself)
 _EXPORTS: dict[str, str | None] = {
@@ -35,7 +35,7 @@ _EXPORTS: dict[str, str | None] = {
     "CompareResult": "agebench.api_results",
     "TargetMetrics": "agebench.api_results",
     "ModelRef": "agebench.api_results",
-    "AgebenchError": "agebench.errors",
+    "AgebenchError": "agebench.core.errors",
     "models": None,
     "benches": None,
 }
@@ -57,7 +57,7 @@ if TYPE_CHECKING:  # pragma: no cover - what type checkers and editors see
     from agebench.api_results import PredictResult as PredictResult
     from agebench.api_results import TargetMetrics as TargetMetrics
     from agebench.api_results import load_run as load_run
-    from agebench.errors import AgebenchError as AgebenchError
+    from agebench.core.errors import AgebenchError as AgebenchError
 
 
 def __getattr__(name: str) -> Any:

@@ -13,7 +13,7 @@ same runners, so a result is what the matching command would have written:
 Options are keyword arguments with the commands' defaults; an unknown one is a ``TypeError``
 naming it (Python's own), a value outside what the command accepts a ``ValueError``, and
 anything the run refuses (missing model, busy folder, unreadable image) an
-:class:`~agebench.errors.AgebenchError` with the command's one-line message.
+:class:`~agebench.core.errors.AgebenchError` with the command's one-line message.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ import numpy as np
 
 from agebench.api_results import CompareResult, EvalResult, ModelRef, PredictResult
 from agebench.benchmarks.spec import ReadyCrop
-from agebench.config import DetectConfig, PredictConfig
-from agebench.errors import AgebenchError
+from agebench.core.errors import AgebenchError
 from agebench.models.catalog import DEFAULT_MODEL
+from agebench.runner.config import DetectConfig, PredictConfig
 from agebench.runner.faces import FacePreparer, Job, PreparedImage
 from agebench.runner.imageio import decode_pillow, decoded_array
 from agebench.runner.pipeline import PredictRun, PredictStack
@@ -507,7 +507,7 @@ def compare(
 
     ``progress(item, event, amount)`` relays each model's eval progress.
     """
-    from agebench.comparison import run_compare
+    from agebench.runner.compare import run_compare
 
     if isinstance(models_or_runs, str | os.PathLike):
         raise TypeError("models_or_runs: expected a list of models or run folders, got one")

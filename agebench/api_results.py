@@ -18,7 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from agebench.errors import AgebenchError
+from agebench.core.errors import AgebenchError
 from agebench.runner import sink
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; pandas loads when a table is asked for
@@ -373,7 +373,7 @@ def load_run(path: Path | str) -> Result:
     """Read any finished predict, eval or compare folder (or its ``summary.json`` /
     ``comparison.json``) into its result object.
 
-    Raises :class:`~agebench.errors.AgebenchError`, one line naming the folder, when it is
+    Raises :class:`~agebench.core.errors.AgebenchError`, one line naming the folder, when it is
     not a finished run of any kind.
     """
     folder = Path(path)

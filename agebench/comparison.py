@@ -1,9 +1,9 @@
 """``agebench compare``: several models on one benchmark, paired record by record, one report.
 
 Pure (no click). A comparison is computed from *finished eval runs* alone (a folder holding
-``summary.json`` and ``predictions.jsonl``), so it never needs to know how they were made;
-``run_compare`` can also run the models first, which reuses any finished eval of the same model
-on the same data (``run_eval``'s own rule) instead of recomputing it.
+``summary.json`` and ``predictions.jsonl``), so it never needs to know how they were made, and
+it imports no runner: ``agebench.runner.compare`` runs the models first where asked (reusing
+any finished eval of the same model on the same data) and writes the report.
 
 Rules, chosen once:
 
@@ -18,7 +18,7 @@ Rules, chosen once:
   rows that every model scored. A failure in one model removes the record for all of them, and
   is listed; each model's own full-set numbers (from its summary) are shown beside.
 - Per-pair tests are Wilcoxon signed-rank on the absolute errors, Holm-corrected over all
-  pairs; groups and the ranking use the corrected p-values (``agebench.stats``).
+  pairs; groups and the ranking use the corrected p-values (``agebench.core.stats``).
 """
 
 from __future__ import annotations
@@ -27,24 +27,22 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from agebench import stats
-from agebench.errors import AgebenchError
+from agebench.core import runfiles, stats
+from agebench.core.atomic import read_json
+from agebench.core.errors import AgebenchError
+from agebench.core.metrics import EPSILON_TARGETS, FAILURE_STATUSES, compute_metrics, true_value
+from agebench.core.provenance import provenance
 from agebench.findings import contamination_marks, memorisation_finding
-from agebench.metrics import EPSILON_TARGETS, FAILURE_STATUSES, compute_metrics, true_value
-from agebench.provenance import provenance
-from agebench.runner import sink
 
 COMPARISON_SCHEMA = "agebench.comparison/1"
 COMPARISON_FILE = "comparison.json"
 EVAL_SUMMARY_SCHEMA = "agebench.eval-summary/1"
-#: (model label or argument, event, amount): the eval progress of one model being run
-CompareProgress = Callable[[str, str, int], None]
 INTERSECTION_RULE = (
     "A record counts as failed for a model when its status is not 'ok' or it has no "
     "prediction. Headline numbers are over the intersection: label rows that every model "
@@ -67,11 +65,11 @@ class FinishedRun:
 
     @property
     def summary_path(self) -> Path:
-        return self.path / sink.SUMMARY_FILE
+        return self.path / runfiles.SUMMARY_FILE
 
     @property
     def predictions_path(self) -> Path:
-        return self.path / sink.PREDICTIONS_FILE
+        return self.path / runfiles.PREDICTIONS_FILE
 
     @property
     def benchmark(self) -> dict[str, Any]:
@@ -99,27 +97,27 @@ def load_run(path: Path | str) -> FinishedRun:
     rows that disagree with the summary's record count.
     """
     folder = Path(path)
-    if folder.name == sink.SUMMARY_FILE:
+    if folder.name == runfiles.SUMMARY_FILE:
         folder = folder.parent
     if not folder.is_dir():
         raise AgebenchError(f"{folder}: no such eval run folder")
-    summary_path = folder / sink.SUMMARY_FILE
+    summary_path = folder / runfiles.SUMMARY_FILE
     if not summary_path.is_file():
         hint = (
             "an interrupted eval (rerun 'agebench eval' to finish it)"
             if (folder / "predictions.partial.jsonl").is_file()
             else "not a finished eval run"
         )
-        raise AgebenchError(f"{folder}: no {sink.SUMMARY_FILE}: {hint}")
-    summary = sink.read_json(summary_path)
+        raise AgebenchError(f"{folder}: no {runfiles.SUMMARY_FILE}: {hint}")
+    summary = read_json(summary_path)
     if not isinstance(summary, dict):
         raise AgebenchError(f"{summary_path}: not a readable JSON summary")
     if summary.get("schema") != EVAL_SUMMARY_SCHEMA:
         raise AgebenchError(
             f"{summary_path}: schema {summary.get('schema')!r}, expected {EVAL_SUMMARY_SCHEMA!r}"
         )
-    predictions = folder / sink.PREDICTIONS_FILE
-    rows = sink.read_prediction_rows(predictions)
+    predictions = folder / runfiles.PREDICTIONS_FILE
+    rows = runfiles.read_prediction_rows(predictions)
     seen: set[str] = set()
     for number, row in enumerate(rows, start=1):
         key = row_key(row)
@@ -576,84 +574,3 @@ def compare_runs(
 
 
 # --- running models, then comparing -----------------------------------------------------------
-
-
-@dataclass
-class CompareOutcome:
-    comparison: dict[str, Any]
-    out: Path
-    runs: list[FinishedRun]
-    #: per run, in order: True/False whether its eval was reused, None when read from a folder
-    reused: list[bool | None] = field(default_factory=list)
-
-
-def _is_run_folder(item: str | Path) -> bool:
-    path = Path(item)
-    return path.is_dir() or path.name == sink.SUMMARY_FILE
-
-
-def run_compare(
-    models_or_paths: Sequence[str | Path],
-    eval_kwargs: Mapping[str, Any] | None = None,
-    out_root: Path = Path("reports"),
-    progress: CompareProgress | None = None,
-    *,
-    n_boot: int = 2000,
-    seed: int = 0,
-    alpha: float = 0.05,
-    confidence: float = 0.95,
-    target: str | None = None,
-) -> CompareOutcome:
-    """Compare models or finished runs; write ``<out_root>/compare-<id>/``.
-
-    Each item is a finished eval run folder (any existing folder is read as one) or a model
-    (a registered name or a manifest ``.toml``), which is run with ``run_eval`` over
-    ``eval_kwargs`` (``EvalConfig`` fields: bench and root at least; ``out_root`` defaults to
-    this one). Every model is resolved and its benchmark loaded before any is run, so a typo
-    fails before hours of inference. ``progress(item, event, amount)`` relays each model's
-    eval progress ("total"/"advance").
-    """
-    from agebench.report.compare_render import write_compare_report
-    from agebench.runner.evaluate import EvalConfig, EvalRun
-
-    if len(models_or_paths) < 2:
-        raise AgebenchError(
-            f"compare needs at least two models or runs, got {len(models_or_paths)}"
-        )
-    kwargs = dict(eval_kwargs or {})
-    kwargs.setdefault("out_root", out_root)
-    plans: list[FinishedRun | tuple[str, Any]] = []
-    for item in models_or_paths:
-        if _is_run_folder(item):
-            plans.append(load_run(item))
-            continue
-        if not kwargs.get("bench") or not kwargs.get("root"):
-            raise AgebenchError(
-                f"{item}: not a finished eval run folder; to run it as a model, give "
-                "--bench and --root"
-            )
-        plans.append((str(item), EvalRun(EvalConfig(**kwargs, model=str(item)))))
-    runs: list[FinishedRun] = []
-    reused: list[bool | None] = []
-    for plan in plans:
-        if isinstance(plan, FinishedRun):
-            runs.append(plan)
-            reused.append(None)
-            continue
-        item, evaluation = plan
-        relay = (
-            (lambda event, amount, item=item: progress(item, event, amount)) if progress else None
-        )
-        outcome = evaluation.run(relay)
-        run = load_run(outcome.out)
-        files = {spec.file for spec in evaluation.models.values()}
-        run.model_file = files.pop() if len(files) == 1 else None
-        runs.append(run)
-        reused.append(outcome.reused)
-    comparison = compare_runs(
-        runs, n_boot=n_boot, seed=seed, alpha=alpha, confidence=confidence, target=target
-    )
-    out = Path(out_root) / f"compare-{comparison['id']}"
-    rows_by_model = {label: run.rows for label, run in zip(run_labels(runs), runs, strict=True)}
-    write_compare_report(out, comparison, rows_by_model)
-    return CompareOutcome(comparison, out, runs, reused)

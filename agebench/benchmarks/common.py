@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from agebench.benchmarks.spec import BenchmarkError, LabelProblem, LoadOptions, Record
-from agebench.fileread import (
+from agebench.core.fileread import (
     IMAGE_EXTENSIONS,
     MAX_LABEL_FILE_BYTES,
     ImageDecodeError,
@@ -46,7 +46,7 @@ _BINARY_PROBE = 8192
 
 
 def read_label_bytes(path: Path, what: str = "label file") -> bytes:
-    """A label file's bytes, read as image files are (:mod:`agebench.fileread`): a FIFO named
+    """A label file's bytes, read as image files are (:mod:`agebench.core.fileread`): a FIFO named
     as a label file would block ``open()`` forever and a link to ``/dev/zero`` never ends."""
     try:
         return read_image_bytes(path, max_bytes=MAX_LABEL_FILE_BYTES)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from agebench.benchmarks.spec import BenchmarkError, BenchmarkSpec
-from agebench.registry import Registry, RegistryError
+from agebench.core.registry import Registry, RegistryError
 
 ENTRY_POINT_GROUP = "agebench.benchmarks"
 _BUILT_IN = {

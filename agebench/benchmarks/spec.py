@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from agebench.errors import AgebenchError
+from agebench.core.errors import AgebenchError
 
 FacesMode = Literal["none", "detect", "box"]
 

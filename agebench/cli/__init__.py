@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import click
 
-from agebench import __version__
 from agebench.cli.bench import bench as bench_command
 from agebench.cli.benches import benches as benches_group
 from agebench.cli.compare import compare as compare_command
 from agebench.cli.evaluate import eval_command
 from agebench.cli.models import models as models_group
 from agebench.cli.predict import predict as predict_command
+from agebench.core.version import __version__
 
 __all__ = ["main"]
 

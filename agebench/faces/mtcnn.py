@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from agebench.errors import AgebenchError
+from agebench.core.errors import AgebenchError
 from agebench.faces.detect import FACENET_INSTALL_HINT
 
 #: (box x1, y1, x2, y2; points (5, 2) x, y; score) in the input's pixels, as facenet gives them

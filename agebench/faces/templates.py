@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agebench.registry import Registry
+from agebench.core.registry import Registry
 
 
 @dataclass(frozen=True)

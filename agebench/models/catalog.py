@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agebench.errors import AgebenchError, ManifestError, ModelNotFoundError
+from agebench.core.errors import AgebenchError, ManifestError, ModelNotFoundError
+from agebench.core.registry import Registry, RegistryError
 from agebench.models.manifest import ModelSpec, load_manifest
-from agebench.registry import Registry, RegistryError
 
 ENTRY_POINT_GROUP = "agebench.models"
 DEFAULT_MODEL = "dlib-age-v1"

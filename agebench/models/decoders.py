@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from agebench.errors import ManifestError
-from agebench.registry import Registry
+from agebench.core.errors import ManifestError
+from agebench.core.registry import Registry
 
 Params = Mapping[str, Any]
 

@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from agebench.errors import IntegrityError
+from agebench.core.errors import IntegrityError
 
 _CHUNK = 1 << 20
 #: the key every external-data entry of a TensorProto carries; a graph without these bytes

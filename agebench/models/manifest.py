@@ -16,16 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from agebench.errors import ManifestError
+from agebench.core.errors import ManifestError
+from agebench.faces.crop import CROP_POLICIES, CropSpec
 from agebench.models.training_data import parse_training_data
 
 SCHEMA_VERSION = 1
 Layout = Literal["NCHW", "NHWC"]
 Color = Literal["RGB", "BGR", "GRAY"]
-CropPolicy = Literal["align", "box", "none"]
 _LAYOUTS = ("NCHW", "NHWC")
 _COLORS = ("RGB", "BGR", "GRAY")
-_POLICIES = ("align", "box", "none")
 _SHA256_LEN = 64
 
 
@@ -45,28 +44,6 @@ class InputSpec:
     @property
     def channels(self) -> int:
         return 1 if self.color == "GRAY" else 3
-
-
-@dataclass(frozen=True)
-class CropSpec:
-    """How a face is cut from a photo for this model.
-
-    ``align``: similarity transform of the 5 detector landmarks onto ``template`` with
-    dlib-style ``padding`` (a fraction of the template's extent added on each side).
-    ``box``: the detector box grown by ``margin`` (a fraction of its size, each side),
-    made square first when ``square``. ``none``: the whole image is the face.
-    """
-
-    policy: CropPolicy
-    template: str | None = None
-    padding: float = 0.0
-    margin: float = 0.0
-    square: bool = True
-    #: "center": crop pixel c samples the photo at T^-1(c) (OpenCV's convention).
-    #: "dlib": dlib's chip_details keeps only a rect and an angle, so pixel spacing is
-    #: (size * s - 1) / (size - 1) about T^-1(size / 2); models trained on dlib chips want it.
-    pixel_grid: Literal["center", "dlib"] = "center"
-    notes: str = ""
 
 
 @dataclass(frozen=True)
@@ -211,7 +188,7 @@ def _input_spec(r: _Reader) -> InputSpec:
 
 
 def _crop_spec(r: _Reader) -> CropSpec:
-    policy = r.choice("policy", _POLICIES)
+    policy = r.choice("policy", CROP_POLICIES)
     template = r.get("template", str, None)
     if policy == "align" and template is None:
         raise r.fail("template", "is required when policy = 'align'")

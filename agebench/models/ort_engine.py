@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from agebench.errors import AgebenchError
+from agebench.core.errors import AgebenchError
 
 OPT_LEVELS = {
     "disable": "ORT_DISABLE_ALL",

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from agebench.errors import AgebenchError, ManifestError
+from agebench.core.errors import AgebenchError, ManifestError
 from agebench.models.decoders import Decoder, build_decoder
 from agebench.models.engine import DeviceEngine, Engine
 from agebench.models.hashing import verify_model_sha256

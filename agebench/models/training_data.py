@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agebench.errors import ManifestError
+from agebench.core.errors import ManifestError
 
 TRAINING_DATA = "training_data"
 SUSPECTED = "suspected_training_data"

@@ -82,7 +82,7 @@ def cached_settings(sha256: str, cores: int) -> SessionSettings | None:
 
 
 def _store(sha256: str, cores: int, settings: SessionSettings, measured: dict[str, Any]) -> None:
-    from agebench.atomic import write_json_atomic
+    from agebench.core.atomic import write_json_atomic
 
     path = _cache_file()
     with _lock:

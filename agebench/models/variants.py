@@ -1,5 +1,5 @@
 """The gates a quantized variant (``NAME-fp16``, ``NAME-int8``) must pass against its float32
-parent, as data: ``agebench.models.quantize`` applies them when it builds a variant, and the
+parent, as data: ``agebench.build.quantize`` applies them when it builds a variant, and the
 runtime reads them (the torch engine runs fp16 only where the variant passed the default
 bound), so they live with the runtime, which never imports the build toolchain.
 """
@@ -13,7 +13,7 @@ from typing import Literal
 @dataclass(frozen=True)
 class VariantGate:
     """How close a variant must stay to its float32 parent (the bounds and why: the table in
-    ``agebench.models.quantize``)."""
+    ``agebench.build.quantize``)."""
 
     tolerance: float | None
     age_tolerance: float

@@ -17,9 +17,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agebench.atomic import write_text_atomic
 from agebench.comparison import COMPARISON_FILE, paired_rows
-from agebench.metrics import true_value
+from agebench.core.atomic import write_text_atomic
+from agebench.core.metrics import true_value
 from agebench.report.render import (
     _VECTOR_POINTS,
     DASH,

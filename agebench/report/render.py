@@ -6,7 +6,7 @@ loads nothing (inline CSS, plots as inline SVG with text drawn as paths, a Conte
 Policy that forbids any fetch) and runs no script. All text from the summary or the rows is
 escaped, since file names and label values come from third-party data.
 
-No number is computed here: every value shown comes from ``agebench.metrics`` via the summary,
+No number is computed here: every value shown comes from ``agebench.core.metrics`` via the summary,
 except the plotted points, which are read from the rows with ``metrics``' own row accessors.
 """
 
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agebench.atomic import write_text_atomic
-from agebench.metrics import is_scored, true_value
+from agebench.core.atomic import write_text_atomic
+from agebench.core.metrics import is_scored, true_value
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"

@@ -22,18 +22,18 @@ from typing import Any
 
 from agebench.benchmarks.registry import get_benchmark
 from agebench.benchmarks.spec import BenchmarkData, BenchmarkSpec, LoadOptions, Record
-from agebench.config import DetectConfig
-from agebench.errors import AgebenchError
+from agebench.core.errors import AgebenchError
+from agebench.core.fileread import MAX_LABEL_FILE_BYTES, ImageDecodeError, read_image_bytes
+from agebench.core.metrics import compute_group_metrics, compute_metrics, predicted_group
+from agebench.core.provenance import provenance
 from agebench.faces.detect import FaceDetector
-from agebench.fileread import MAX_LABEL_FILE_BYTES, ImageDecodeError, read_image_bytes
 from agebench.findings import declared_training, eval_findings
-from agebench.metrics import compute_group_metrics, compute_metrics, predicted_group
 from agebench.models.catalog import DEFAULT_MODEL, resolve_model
 from agebench.models.manifest import ModelSpec, spec_digest
 from agebench.models.predictor import Backend, Device, Predictor, Tuning, available_cores
-from agebench.provenance import provenance
 from agebench.report.render import REPORT_HTML, REPORT_MD, write_report
 from agebench.runner import sink
+from agebench.runner.config import DetectConfig
 from agebench.runner.faces import FacePreparer, FacesMode, Job, PreparedImage, needs_detector
 from agebench.runner.imageio import has_decoder_warning
 from agebench.runner.ownership import RunIdentity, claim, owned_folder

@@ -10,11 +10,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from agebench.config import DetectConfig
+from agebench.core.fileread import DEFAULT_MAX_FILE_BYTES, read_image_bytes
 from agebench.faces.align import box_matrix, crop_matrix, warp
+from agebench.faces.crop import CropSpec
 from agebench.faces.detect import Face, FaceDetector
-from agebench.fileread import DEFAULT_MAX_FILE_BYTES, read_image_bytes
-from agebench.models.manifest import CropSpec
+from agebench.runner.config import DetectConfig
 from agebench.runner.imageio import DecodedImage, ImageDecodeError, decode_image
 from agebench.runner.reconcile import ReadyCropPlan
 

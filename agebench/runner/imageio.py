@@ -38,7 +38,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from agebench.fileread import (
+from agebench.core.fileread import (
     DEFAULT_MAX_FILE_BYTES,
     IMAGE_EXTENSIONS,
     ImageDecodeError,
@@ -136,7 +136,7 @@ def decode_image(
     longer side at least this long (detection needs no more); ``reduce``: exactly 1/``reduce``
     scale (1, 2, 4 or 8), for a second decode sized to a face. ``data``: the file's bytes, already
     read (eval hashes them first), so the file is not read twice; otherwise the file is read by
-    :func:`~agebench.fileread.read_image_bytes` (regular files only, at most ``max_bytes``).
+    :func:`~agebench.core.fileread.read_image_bytes` (regular files only, at most ``max_bytes``).
     Decoder warnings (damaged JPEG data that libjpeg patched over) become a note starting with
     :data:`DECODER_WARNING`, or, with ``strict``, an :class:`ImageDecodeError` with that reason.
     """

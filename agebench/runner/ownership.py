@@ -30,7 +30,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from agebench.errors import AgebenchError
+from agebench.core.errors import AgebenchError
 from agebench.runner import sink
 
 LOCK_FILE = ".agebench.lock"

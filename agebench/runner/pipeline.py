@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agebench.config import PredictConfig
-from agebench.errors import AgebenchError
+from agebench.core.errors import AgebenchError
+from agebench.core.provenance import provenance
 from agebench.faces.detect import FaceDetector
 from agebench.models.catalog import resolve_model
 from agebench.models.manifest import ModelSpec, spec_digest
 from agebench.models.predictor import Predictor, available_cores
-from agebench.provenance import provenance
 from agebench.runner import sink
+from agebench.runner.config import PredictConfig
 from agebench.runner.faces import FacePreparer, Job, PreparedImage, needs_detector
 from agebench.runner.imageio import has_decoder_warning
 from agebench.runner.ownership import RunIdentity, claim, owned_folder

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from agebench.benchmarks.spec import ReadyCrop
-from agebench.errors import AgebenchError
+from agebench.core.errors import AgebenchError
 from agebench.faces.align import box_matrix, resize_matrix
-from agebench.models.manifest import CropSpec
+from agebench.faces.crop import CropSpec
 
 TIGHT = ReadyCrop(kind="tight", description="the image is the face")
 

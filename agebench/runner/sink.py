@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agebench.atomic import (
+from agebench.core.atomic import (
     TMP_SUFFIX,
     OutputError,
     output_error,
@@ -21,22 +21,28 @@ from agebench.atomic import (
     write_lines_atomic,
     write_text_atomic,
 )
-from agebench.errors import AgebenchError
+from agebench.core.runfiles import (
+    PREDICTION_SCHEMA,
+    PREDICTIONS_FILE,
+    RUN_FILE,
+    SUMMARY_FILE,
+    read_prediction_rows,
+)
 
-__all__ = [  # the atomic writes are the core's; run folders use them through here too
+__all__ = [  # the atomic writes and the run-folder layout are the core's; the runner uses them here
+    "PREDICTIONS_FILE",
+    "PREDICTION_SCHEMA",
+    "RUN_FILE",
+    "SUMMARY_FILE",
     "TMP_SUFFIX",
     "OutputError",
     "output_error",
     "read_json",
+    "read_prediction_rows",
     "write_json_atomic",
     "write_lines_atomic",
     "write_text_atomic",
 ]
-
-PREDICTION_SCHEMA = "agebench.image-prediction/1"
-RUN_FILE = "run.json"
-PREDICTIONS_FILE = "predictions.jsonl"
-SUMMARY_FILE = "summary.json"
 
 
 def image_json_path(out: Path, relative: Path) -> Path:
@@ -96,23 +102,3 @@ def clear_temporaries(out: Path) -> None:
             for path in out.rglob(pattern):
                 if path.is_file():
                     path.unlink()
-
-
-def read_prediction_rows(path: Path) -> list[dict[str, Any]]:
-    """The rows of a finished run's ``predictions.jsonl`` (predict or eval), each checked to be
-    a prediction row; anything else is one line naming the file and the line."""
-    if not path.is_file():
-        raise AgebenchError(f"{path.parent}: no {path.name} beside its summary")
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                raise AgebenchError(f"{path}:{number}: not a JSON line") from None
-            if not isinstance(row, dict) or "image" not in row or "status" not in row:
-                raise AgebenchError(f"{path}:{number}: not a prediction row")
-            rows.append(row)
-    return rows

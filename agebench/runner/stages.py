@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from agebench.fileread import read_image_bytes
+from agebench.core.fileread import read_image_bytes
 from agebench.models.engine import DeviceEngine
 from agebench.models.predictor import Predictor
 from agebench.runner.faces import FacePreparer, Job, PreparedImage

@@ -12,7 +12,7 @@ entered, which rules out loops; a sub-folder that cannot be read is skipped with
 so one bad folder does not stop a long run. Every other entry with an image name is yielded
 *without looking at what it is*: regular files, but also FIFOs, devices, sockets, dangling
 links, symlink loops and links to folders. The walk never opens or follows them (no stat, so
-no blocking and no warnings); the bounded reader (``agebench.fileread``) then fails each
+no blocking and no warnings); the bounded reader (``agebench.core.fileread``) then fails each
 with its reason, so every entry that looks like an image gets a record.
 """
 

@@ -39,12 +39,12 @@ from typing import Any
 import numpy as np
 
 from agebench.benchmarks.spec import ReadyCrop
-from agebench.config import DetectConfig, PredictConfig
-from agebench.errors import AgebenchError
+from agebench.core.errors import AgebenchError
+from agebench.core.provenance import provenance
 from agebench.models.catalog import resolve_model
 from agebench.models.predictor import Device, Predictor, available_cores
 from agebench.models.tuning import cpu_signature
-from agebench.provenance import provenance
+from agebench.runner.config import DetectConfig, PredictConfig
 from agebench.runner.evaluate import EvalConfig, EvalRun
 from agebench.runner.faces import FacePreparer, Job
 from agebench.runner.pipeline import PredictRun

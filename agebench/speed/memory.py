@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agebench.errors import AgebenchError
+from agebench.core.errors import AgebenchError
 from agebench.speed.workload import build_workload
 
 

@@ -16,7 +16,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from agebench.errors import AgebenchError
+from agebench.core.errors import AgebenchError
 from agebench.runner.walk import iter_images
 
 

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agebench import fileread
-from agebench.config import DetectConfig
-from agebench.fileread import read_image_bytes
-from agebench.models.manifest import CropSpec
+from agebench.core import fileread
+from agebench.core.fileread import read_image_bytes
+from agebench.faces.crop import CropSpec
+from agebench.runner.config import DetectConfig
 from agebench.runner.faces import FacePreparer, Job
 from agebench.runner.imageio import DECODER_WARNING, ImageDecodeError, decode_image
 from agebench.runner.stages import _jpeg_bytes

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import pytest
 
-from agebench.errors import IntegrityError
+from agebench.core.errors import IntegrityError
 from agebench.models.hashing import model_sha256, sha256_file
 from agebench.models.manifest import load_manifest
 from agebench.models.predictor import Predictor

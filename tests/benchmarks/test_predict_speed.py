@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-from agebench.config import PredictConfig
 from agebench.faces.align import crop_matrix, warp
 from agebench.models.catalog import ModelCatalog
 from agebench.models.predictor import Predictor
+from agebench.runner.config import PredictConfig
 from agebench.runner.imageio import decode_image
 from agebench.runner.pipeline import run_predict
 

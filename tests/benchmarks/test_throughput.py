@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from agebench.config import DetectConfig
 from agebench.models.catalog import ModelCatalog
 from agebench.models.predictor import Predictor, available_cores
+from agebench.runner.config import DetectConfig
 from agebench.runner.faces import FacePreparer, Job
 from agebench.runner.reconcile import TIGHT, plan_ready_crops
 from agebench.runner.stages import BatchRunner, chunked

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agebench.config import DetectConfig
 from agebench.models.catalog import ModelCatalog
 from agebench.models.predictor import Predictor
+from agebench.runner.config import DetectConfig
 from agebench.runner.faces import FacePreparer, Job
 from agebench.runner.imageio import decode_image
 from agebench.runner.reconcile import TIGHT, plan_ready_crops

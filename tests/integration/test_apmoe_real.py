@@ -21,7 +21,7 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from agebench.models.convert.keras_graph import (
+from agebench.build.convert.keras_graph import (
     APMOE_MANIFEST,
     convert_keras_archive,
     numpy_forward,

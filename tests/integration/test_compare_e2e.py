@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from agebench.cli import main
-from agebench.comparison import run_compare
 from agebench.models.catalog import DEFAULT_MODEL, resolve_model
 from agebench.runner import evaluate
+from agebench.runner.compare import run_compare
 from agebench.runner.evaluate import EvalConfig, run_eval
 from tests.fixtures.tiny_models import write_manifest
 

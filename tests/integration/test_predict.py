@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from agebench.cli import main
-from agebench.config import PredictConfig
+from agebench.runner.config import PredictConfig
 from agebench.runner.pipeline import EXIT_PARTIAL, run_predict
 from tests.conftest import chip_age
 from tests.fixtures.bad_images import EXPECTED_DECODE_FAILURES, write_bad_inputs

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from agebench.build.pull import RECIPES, pull
 from agebench.models.catalog import ModelCatalog
-from agebench.models.pull import RECIPES, pull
 from tests.fixtures.tiny_models import REPO
 
 pytestmark = pytest.mark.slow

@@ -15,9 +15,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from agebench.build.convert import Conversion
+from agebench.build.convert.wrn import MANIFEST, convert_wrn_h5, read_keras_h5
 from agebench.faces.align import box_matrix, warp
-from agebench.models.convert import Conversion
-from agebench.models.convert.wrn import MANIFEST, convert_wrn_h5, read_keras_h5
 from tests.conftest import chip_age, recipe_member
 
 pytestmark = pytest.mark.slow

@@ -17,8 +17,8 @@ from agebench.faces.align import (
     similarity_transform,
     warp,
 )
+from agebench.faces.crop import CropSpec
 from agebench.faces.templates import TEMPLATES
-from agebench.models.manifest import CropSpec
 
 
 def _similarity(scale: float, angle: float, tx: float, ty: float) -> np.ndarray:

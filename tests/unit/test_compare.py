@@ -14,19 +14,19 @@ import pytest
 from click.testing import CliRunner
 from scipy import stats as scipy_stats
 
-from agebench import stats
 from agebench.cli import main
 from agebench.cli.compare import compare as compare_command
 from agebench.comparison import (
     COMPARISON_SCHEMA,
     compare_runs,
     load_run,
-    run_compare,
 )
-from agebench.errors import AgebenchError
-from agebench.metrics import compute_metrics
+from agebench.core import stats
+from agebench.core.errors import AgebenchError
+from agebench.core.metrics import compute_metrics
 from agebench.models.catalog import DEFAULT_MODEL, resolve_model
 from agebench.report.compare_render import render_compare_markdown
+from agebench.runner.compare import run_compare
 
 N = 40
 AGES = [float(3 + (i * 7) % 70) for i in range(N)]

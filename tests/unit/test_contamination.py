@@ -1,5 +1,5 @@
 """A model that has seen the test set: declared training data in manifests, the memorisation
-signal of ``agebench.metrics``, the findings an eval and a comparison carry."""
+signal of ``agebench.core.metrics``, the findings an eval and a comparison carry."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from click.testing import CliRunner
 
 from agebench.cli import main
 from agebench.comparison import compare_runs, load_run
-from agebench.errors import ManifestError
+from agebench.core.errors import ManifestError
+from agebench.core.metrics import compute_metrics, memorisation_signal, wilson_lower_bound
 from agebench.findings import contamination_findings, declared_training
-from agebench.metrics import compute_metrics, memorisation_signal, wilson_lower_bound
 from agebench.models.manifest import load_manifest
 from agebench.models.training_data import parse_training_data
 from agebench.report.compare_render import render_compare_markdown
@@ -158,8 +158,8 @@ def test_malformed_training_data_is_refused(tmp_path: Path, lines: str, message:
 
 
 def test_shipped_and_pullable_manifests_declare_what_is_known():
-    from agebench.models.convert.keras_graph import APMOE_MANIFEST
-    from agebench.models.convert.wrn import MANIFEST as WRN_MANIFEST
+    from agebench.build.convert.keras_graph import APMOE_MANIFEST
+    from agebench.build.convert.wrn import MANIFEST as WRN_MANIFEST
 
     dlib = load_manifest(DLIB_MANIFEST).provenance
     assert dlib["training_data"] == []  # the authors name no public dataset

@@ -11,12 +11,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from agebench.build.convert.torch_module import convert_torch, is_factory
+from agebench.build.pull import register_torch
 from agebench.cli import main
-from agebench.errors import AgebenchError
-from agebench.models.convert.torch_module import convert_torch, is_factory
+from agebench.core.errors import AgebenchError
 from agebench.models.manifest import load_manifest
 from agebench.models.predictor import Predictor
-from agebench.models.pull import register_torch
 from tests.unit.test_gate import solid_chips
 
 FACTORY = "tests.unit.test_convert_torch:build_tiny"

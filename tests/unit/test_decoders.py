@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agebench.errors import IntegrityError, ManifestError
+from agebench.core.errors import IntegrityError, ManifestError
 from agebench.models.decoders import build_decoder
 
 HERE = Path(".")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agebench.benchmarks.spec import Record
-from agebench.metrics import compute_metrics
+from agebench.core.metrics import compute_metrics
 from agebench.runner.partial import ScoringRow, read_partial, rows_in_order
 
 RUN = "0123456789abcdef"

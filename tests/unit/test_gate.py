@@ -13,8 +13,7 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from agebench.cli import main
-from agebench.models.gate import (
+from agebench.build.gate import (
     METADATA_KEY,
     GateReport,
     gate_summary,
@@ -22,6 +21,7 @@ from agebench.models.gate import (
     read_metadata,
     run_gate,
 )
+from agebench.cli import main
 from agebench.models.hashing import sha256_file
 from agebench.models.manifest import load_manifest
 from tests.fixtures.tiny_models import write_manifest

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import ExifTags, Image, ImageFile, ImageOps
 
-from agebench import fileread
-from agebench.errors import AgebenchError
+from agebench.core import fileread
+from agebench.core.errors import AgebenchError
 from agebench.runner import imageio
 from agebench.runner.imageio import (
     IMAGE_EXTENSIONS,

@@ -20,8 +20,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from agebench.models.convert import keras_graph as kg
-from agebench.models.convert.keras_graph import (
+from agebench.build.convert import keras_graph as kg
+from agebench.build.convert.keras_graph import (
     KerasGraphError,
     KerasReference,
     build_torch_module,

@@ -1,7 +1,7 @@
 """Layer contracts (``[tool.importlinter]`` in pyproject.toml), checked on every test run so
-that CI enforces them: the core never imports click or rich, the model runtime never imports
-the build toolchain, and the runtime, faces and benchmarks never import the runner or a front
-end."""
+that CI enforces them: every layer imports only the layers below it (imports inside functions
+included, every module in a layer), only the CLI imports click or rich, and the core loads no
+model runtime."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agebench.errors import IntegrityError, ManifestError
+from agebench.core.errors import IntegrityError, ManifestError
 from agebench.models.manifest import load_manifest, spec_to_dict
 from agebench.models.predictor import Predictor, choose_providers
 from tests.fixtures.tiny_models import DLIB_MANIFEST, write_manifest

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from agebench.metrics import (
+from agebench.core.metrics import (
     DEFAULT_BANDS,
     compute_group_metrics,
     compute_metrics,

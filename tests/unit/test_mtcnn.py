@@ -221,7 +221,7 @@ def test_detecting_imports_neither_torchvision_nor_facenet():
 
 
 def test_missing_facenet_weights_say_how_to_install(monkeypatch: pytest.MonkeyPatch):
-    from agebench.errors import AgebenchError
+    from agebench.core.errors import AgebenchError
     from agebench.faces import mtcnn
 
     monkeypatch.setattr(mtcnn, "_package_folder", lambda name: None)

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from agebench.build import pull as pull_module
+from agebench.build.convert import Conversion
+from agebench.build.gate import GateFailed
+from agebench.build.pull import PullRecipe, pull, register_keras
 from agebench.cli import main
-from agebench.errors import AgebenchError, IntegrityError, ModelNotFoundError
-from agebench.models import pull as pull_module
+from agebench.core.errors import AgebenchError, IntegrityError, ModelNotFoundError
 from agebench.models.catalog import ModelCatalog
-from agebench.models.convert import Conversion
-from agebench.models.gate import GateFailed
 from agebench.models.manifest import load_manifest
-from agebench.models.pull import PullRecipe, pull, register_keras
 from tests.fixtures.tiny_models import channel_mean_graph
 from tests.unit.test_gate import solid_chips
 from tests.unit.test_sources import LocalIndex, make_wheel, sha256

@@ -10,18 +10,18 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from agebench.cli import main
-from agebench.errors import AgebenchError
-from agebench.models.catalog import ModelCatalog
-from agebench.models.manifest import load_manifest
-from agebench.models.pull import register_torch
-from agebench.models.quantize import (
+from agebench.build.pull import register_torch
+from agebench.build.quantize import (
     GATES,
     calibration_crops,
     crops_from_dir,
     quantize,
     quantize_model,
 )
+from agebench.cli import main
+from agebench.core.errors import AgebenchError
+from agebench.models.catalog import ModelCatalog
+from agebench.models.manifest import load_manifest
 from tests.fixtures.bench_layouts import make_utkface
 from tests.fixtures.tiny_models import write_manifest
 from tests.unit.test_convert_torch import FACTORY, MANIFEST

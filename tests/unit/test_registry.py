@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from agebench.errors import AgebenchError, ManifestError, ModelNotFoundError
+from agebench.core.errors import AgebenchError, ManifestError, ModelNotFoundError
+from agebench.core.registry import Registry, RegistryError
 from agebench.models.catalog import ModelCatalog, resolve_model
-from agebench.registry import Registry, RegistryError
 from tests.fixtures.tiny_models import REPO, write_manifest
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import matplotlib
 import pytest
 
-from agebench.metrics import compute_group_metrics, compute_metrics
+from agebench.core.metrics import compute_group_metrics, compute_metrics
 from agebench.report import render as render_module
 from agebench.report import render_html, render_markdown, write_report
 

@@ -23,9 +23,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from agebench.errors import AgebenchError, IntegrityError
-from agebench.models import sources
-from agebench.models.sources import (
+from agebench.build import sources
+from agebench.build.sources import (
     SourceError,
     check_onnx_external_data,
     extract_member,
@@ -33,6 +32,7 @@ from agebench.models.sources import (
     index_url,
     load_torch_state,
 )
+from agebench.core.errors import AgebenchError, IntegrityError
 
 WHEEL = "demo_pkg-1.0-py3-none-any.whl"
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agebench.config import DetectConfig
 from agebench.faces.detect import Face
 from agebench.models.manifest import load_manifest
 from agebench.models.predictor import Predictor
+from agebench.runner.config import DetectConfig
 from agebench.runner.faces import FacePreparer, Job, PreparedImage
 from agebench.runner.reconcile import TIGHT, plan_ready_crops
 from agebench.runner.stages import BatchRunner, chunked

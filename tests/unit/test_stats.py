@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from agebench import stats
+from agebench.core import stats
 
 # absolute errors of two models on the same nine records (odd n on purpose)
 ERR_A = np.array([1.0, 2.5, 0.0, 4.0, 3.0, 1.5, 6.0, 2.0, 0.5])

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agebench.errors import AgebenchError
+from agebench.core.errors import AgebenchError
 from agebench.models import tuning
 from agebench.models.manifest import load_manifest
 from agebench.models.ort_engine import OPT_LEVELS

@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from agebench.models.convert import Conversion, wrn
+from agebench.build.convert import Conversion, wrn
 from agebench.models.manifest import parse_manifest
 
 DEPTH, K, SIZE = 16, 2, 64  # the real model's topology and names, 4x narrower

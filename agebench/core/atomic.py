@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
-from agebench.errors import AgebenchError
+from agebench.core.errors import AgebenchError
 
 #: every temporary file agebench writes ends so (``.NAME.RANDOM.tmp``): a crash leaves only
 #: these behind, and a later run removes them

@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import agebench
+from agebench.core.version import __version__
 
 _PACKAGES = (
     "numpy",
@@ -27,7 +27,7 @@ _PACKAGES = (
 def package_versions() -> dict[str, str | None]:
     found: dict[str, str | None] = {
         "python": platform.python_version(),
-        "agebench": agebench.__version__,
+        "agebench": __version__,
     }
     for name in _PACKAGES:
         try:
@@ -40,7 +40,7 @@ def package_versions() -> dict[str, str | None]:
 @lru_cache(maxsize=1)
 def git_commit() -> str | None:
     """The commit of the agebench checkout in use, with '+dirty' for local changes."""
-    root = Path(agebench.__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]  # agebench/core/provenance.py -> checkout
     try:
         commit = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"],
@@ -63,7 +63,7 @@ def git_commit() -> str | None:
 
 def provenance() -> dict[str, Any]:
     return {
-        "agebench_version": agebench.__version__,
+        "agebench_version": __version__,
         "git_commit": git_commit(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "platform": platform.platform(),

@@ -48,8 +48,8 @@ from typing import Any
 
 import numpy as np
 
-from agebench.errors import AgebenchError
-from agebench.models.convert import Conversion, Reference
+from agebench.build.convert import Conversion, Reference
+from agebench.core.errors import AgebenchError
 
 __all__ = [
     "APMOE_MANIFEST",
@@ -1358,7 +1358,7 @@ def export_onnx(
     model = onnx.load_from_string(buffer.getvalue())
     constants_folded = _fold_constants(model)
     fused = _fuse_pad_into_conv(model)
-    model.doc_string = "converted from a Keras 3 archive by agebench.models.convert.keras_graph"
+    model.doc_string = "converted from a Keras 3 archive by agebench.build.convert.keras_graph"
     for key, value in (
         ("agebench.source_sha256", graph.sha256 or ""),
         ("agebench.source_keras_version", str(graph.metadata.get("keras_version", ""))),
@@ -1642,7 +1642,7 @@ APMOE_MANIFEST: dict[str, Any] = {
         ),
         "reported": "MAE about 11.8 years (apmoe/experts/builtin.py), on an unnamed test set",
         "converted_by": (
-            "agebench.models.convert.keras_graph: config read as data, h5py weights, PyTorch "
+            "agebench.build.convert.keras_graph: config read as data, h5py weights, PyTorch "
             "rebuild, torch.onnx TorchScript exporter, opset 17, BN and pads folded; checked "
             "against Keras 3 (safe_mode, torch backend) and a float64 NumPy forward pass"
         ),

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from agebench.errors import AgebenchError
-from agebench.models.convert import Conversion
+from agebench.build.convert import Conversion
+from agebench.core.errors import AgebenchError
 
 DEFAULT_OPSET = 17
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -41,7 +41,7 @@ def _first_line(error: BaseException) -> str:
 def _build(factory: str) -> Any:
     import torch
 
-    from agebench.registry import resolve_target
+    from agebench.core.registry import resolve_target
 
     target = resolve_target(factory)
     if not callable(target):
@@ -79,7 +79,7 @@ def _load_torchscript(path: Path, trust: bool) -> Any:
 
 
 def _load_weights(module: Any, weights: Path) -> None:
-    from agebench.models.sources import load_torch_state
+    from agebench.build.sources import load_torch_state
 
     state = load_torch_state(weights)
     try:

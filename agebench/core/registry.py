@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
 
-from agebench.errors import AgebenchError
+from agebench.core.errors import AgebenchError
 
 T = TypeVar("T")
 

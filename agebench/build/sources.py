@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
-from agebench.errors import AgebenchError, IntegrityError
+from agebench.core.errors import AgebenchError, IntegrityError
 from agebench.models.hashing import external_data_files
 
 #: ``progress(event, amount)``: ``("total", bytes)`` once (-1 when unknown), then

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from agebench.errors import AgebenchError
+from agebench.core.errors import AgebenchError
 from agebench.models.manifest import ModelSpec, spec_to_dict
 
 METADATA_KEY = "agebench.manifest"
@@ -195,7 +195,7 @@ def _diff(a: np.ndarray, b: np.ndarray) -> float:
 def _check_graph(spec: ModelSpec, report: GateReport) -> None:
     import onnx
 
-    from agebench.models.sources import check_onnx_external_data
+    from agebench.build.sources import check_onnx_external_data
 
     check_onnx_external_data(spec.file)
     try:
@@ -405,7 +405,7 @@ def run_gate(
     import onnx
     import onnxruntime as ort
 
-    from agebench.metrics import cumulative_score, mean_absolute_error
+    from agebench.core.metrics import cumulative_score, mean_absolute_error
     from agebench.models.predictor import Predictor
 
     report = GateReport(

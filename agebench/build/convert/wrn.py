@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from agebench.errors import AgebenchError
-from agebench.models.convert import Conversion
+from agebench.build.convert import Conversion
+from agebench.core.errors import AgebenchError
 
 BN_EPSILON = 1e-3  # Keras 2 BatchNormalization default, and what this file's config says
 OPSET = 17
@@ -134,7 +134,7 @@ MANIFEST: dict[str, Any] = {
             "earlier weights.18-4.06.hdf5"
         ),
         "converted_by": (
-            "agebench.models.convert.wrn: h5py reader, PyTorch rebuild, torch.onnx TorchScript "
+            "agebench.build.convert.wrn: h5py reader, PyTorch rebuild, torch.onnx TorchScript "
             "exporter, opset 17, BN and pads folded; checked against a NumPy forward pass"
         ),
     },

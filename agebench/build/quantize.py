@@ -40,13 +40,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from agebench.errors import AgebenchError
+from agebench.core.errors import AgebenchError
 from agebench.models.manifest import ModelSpec
 from agebench.models.variants import GATES
 
 if TYPE_CHECKING:
-    from agebench.models.convert import Conversion, Reference
-    from agebench.models.pull import BuildResult, FacesDir, StageCallback
+    from agebench.build.convert import Conversion, Reference
+    from agebench.build.pull import BuildResult, FacesDir, StageCallback
 
 Target = Literal["fp16", "int8"]
 TARGETS: tuple[str, ...] = ("fp16", "int8")
@@ -117,7 +117,7 @@ def onnx_reference(path: Path) -> Reference:
 
 def crops_from_dir(spec: ModelSpec, folder: Path, limit: int) -> np.ndarray:
     """Up to ``limit`` tight face chips (``*.jpg``) from ``folder``, cut as the gate cuts them."""
-    from agebench.models.gate import load_chips
+    from agebench.build.gate import load_chips
 
     if not folder.is_dir():
         raise AgebenchError(f"calibration folder {folder} not found")
@@ -151,7 +151,7 @@ def calibration_crops(
     """
     from agebench.benchmarks.registry import get_benchmark
     from agebench.benchmarks.spec import LoadOptions
-    from agebench.config import DetectConfig
+    from agebench.runner.config import DetectConfig
     from agebench.runner.faces import FacePreparer, needs_detector
     from agebench.runner.reconcile import plan_ready_crops
 
@@ -367,10 +367,10 @@ def quantize(
     """
     import onnxruntime as ort
 
-    from agebench import __version__
+    from agebench.build.pull import build_and_register
+    from agebench.core.version import __version__
     from agebench.models.catalog import agebench_home
     from agebench.models.hashing import verify_model_sha256
-    from agebench.models.pull import build_and_register
 
     if to not in GATES:
         raise AgebenchError(f"--to {to!r}: one of {', '.join(TARGETS)}")
@@ -393,7 +393,7 @@ def quantize(
     notes: dict[str, Any] = {}
 
     def make(tmp: Path) -> Conversion:
-        from agebench.models.convert import Conversion
+        from agebench.build.convert import Conversion
 
         out = tmp / f"{name}.onnx"
         stage(f"quantizing {spec.name} to {to}")

