@@ -404,7 +404,7 @@ def compare_runs(
     n_label_rows = sum(1 for r in runs[0].rows if true_value(r, target) is not None)
     failures = []
     for key in all_keys:
-        rows = [index[key] for index in indexed]
+        rows: Sequence[Mapping[str, Any]] = [index[key] for index in indexed]
         if any(_failed(r) for r in rows):
             failures.append(
                 {

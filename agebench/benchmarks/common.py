@@ -120,7 +120,7 @@ def read_table(
 
 
 def number(
-    value: str, column: str, *, low: float | None = None, high: float | None = None
+    value: str | float, column: str, *, low: float | None = None, high: float | None = None
 ) -> float:
     """A finite number from a label field, or a RowError saying which column and why."""
     try:

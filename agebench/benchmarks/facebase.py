@@ -207,7 +207,7 @@ def _number(entry: Mapping[str, Any], key: str) -> float | None:
         return None
     if isinstance(value, bool):
         raise RowError(f"{key} {value!r} is not a number")
-    return number(value, key)  # type: ignore[arg-type]  # number() accepts any float()-able
+    return number(value, key)
 
 
 def _subject(entry: Mapping[str, Any]) -> str | None:
@@ -228,7 +228,7 @@ def _aligned_box(
     if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != CORNERS:
         return None, "", f"aligned_bbox {value!r} is not 8 numbers"
     try:
-        corners = [number(v, "aligned_bbox") for v in value]  # type: ignore[arg-type]
+        corners = [number(v, "aligned_bbox") for v in value]
     except RowError as error:
         return None, "", str(error)
     xs, ys = corners[0::2], corners[1::2]

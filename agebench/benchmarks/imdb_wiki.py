@@ -36,6 +36,7 @@ from __future__ import annotations
 import io
 import math
 from collections import Counter
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -311,7 +312,7 @@ def _filter(entry: dict[str, Any], filters: dict[str, Any]) -> str:
     return ""
 
 
-def ready_crop(options: dict[str, Any]) -> ReadyCrop:
+def ready_crop(options: Mapping[str, Any]) -> ReadyCrop:
     """The crops by default; the original photos with ``variant=full``."""
     if str(options.get("variant", "crop")).strip().lower() == "full":
         return ReadyCrop("photo", description="original photos; face_location gives the box")

@@ -532,7 +532,7 @@ def _accuracy(true: np.ndarray, pred: np.ndarray, off: int) -> float | None:
 
 def _group_folds(rows: Sequence[Row], groups: Sequence[Group]) -> dict[str, Any]:
     """Accuracy and one-off per fold, and their mean and sample std over folds."""
-    folds = []
+    folds: list[dict[str, Any]] = []
     for fold, subset in _by_fold(rows).items():
         true, pred = _group_scores(subset, groups)
         folds.append(
@@ -587,24 +587,24 @@ def compute_group_metrics(
     - ``mae_midpoint``: MAE of ``pred_age`` against the true group's midpoint, over scored
       rows that have a ``pred_age`` (``n_midpoint`` of them).
     """
-    groups = [_as_group(g) for g in groups]
+    bounds = [_as_group(g) for g in groups]
     label_rows = [r for r in rows if r.get("age_group") is not None]
-    true, pred = _group_scores(label_rows, groups)
-    confusion = np.zeros((len(groups), len(groups)), dtype=int)
+    true, pred = _group_scores(label_rows, bounds)
+    confusion = np.zeros((len(bounds), len(bounds)), dtype=int)
     np.add.at(confusion, (true, pred), 1)
-    mid_err = _midpoint_errors(label_rows, groups)
+    mid_err = _midpoint_errors(label_rows, bounds)
     correct = (true == pred).astype(float)
     return {
-        "groups": [list(g) for g in groups],
+        "groups": [list(g) for g in bounds],
         "n_rows": len(label_rows),
         "n_scored": int(true.size),
-        "n_failed": _count_failures(r for r in label_rows if not _is_group_scored(r, groups)),
+        "n_failed": _count_failures(r for r in label_rows if not _is_group_scored(r, bounds)),
         "coverage": _fraction(int(true.size), len(label_rows)),
         "accuracy": _accuracy(true, pred, 0),
         "accuracy_ci": bootstrap_mean_ci(correct, n_boot=n_boot, seed=seed, confidence=confidence),
         "confidence": confidence,
         "one_off": _accuracy(true, pred, 1),
-        **_group_folds(label_rows, groups),
+        **_group_folds(label_rows, bounds),
         "confusion": confusion.tolist(),
         "mae_midpoint": mean_absolute_error(mid_err),
         "n_midpoint": int(mid_err.size),

@@ -11,6 +11,7 @@ reference the tests compare against.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -38,7 +39,7 @@ FACENET_INSTALL_HINT = (
 )
 
 
-def _import_mtcnn():
+def _import_mtcnn() -> tuple[Any, Any, Any, Any]:
     try:
         from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
         from facenet_pytorch.models.utils.detect_face import detect_face

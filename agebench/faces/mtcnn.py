@@ -513,9 +513,9 @@ class MtcnnCascade:
             table = _integral(np.ascontiguousarray(images), self.device)
             found = self._stage1(table, min_size)
             found = self._stage2(table, *found)
-            boxes, points, scores, image = self._stage3(table, *found)
-            boxes, points, scores = boxes.cpu().numpy(), points.cpu().numpy(), scores.cpu()
-            image = image.cpu().numpy()
+            boxes_t, points_t, scores_t, image_t = self._stage3(table, *found)
+            boxes, points = boxes_t.cpu().numpy(), points_t.cpu().numpy()
+            scores, image = scores_t.cpu(), image_t.cpu().numpy()
         for i in range(len(boxes)):
             box, marks = boxes[i].astype(np.float64), points[i].astype(np.float64)
             out[image[i]].append((box, marks, float(scores[i])))

@@ -176,8 +176,11 @@ class Predictor:
 
     @property
     def session(self) -> Any:
-        """The onnxruntime session (gates and tools read it directly)."""
-        return self.engine.session  # type: ignore[attr-defined] - onnxruntime's only
+        """The onnxruntime session (gates and tools read it directly); the torch engine has
+        none, so asking for it there is a clear error rather than an AttributeError."""
+        if not isinstance(self.engine, OrtEngine):
+            raise AgebenchError(f"{self.spec.name}: {self.provider} runs no onnxruntime session")
+        return self.engine.session
 
     @property
     def execution(self) -> dict[str, Any]:

@@ -544,7 +544,9 @@ class TorchEngine:
         }
         if self.on_cuda:
             info["device_name"] = torch.cuda.get_device_name(self.device)
-            info["conv_fp32_precision"] = str(torch.backends.cudnn.conv.fp32_precision)
+            # torch swaps the cudnn module for a CudnnModule at import; mypy sees no ``conv``
+            conv = torch.backends.cudnn.conv  # type: ignore[attr-defined]
+            info["conv_fp32_precision"] = str(conv.fp32_precision)
         else:
             info["threads"] = torch.get_num_threads()
         return info

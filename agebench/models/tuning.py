@@ -12,6 +12,7 @@ Every summary records the settings and where they came from.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import platform
@@ -162,7 +163,7 @@ def tune(
         if engine is not first and not _close(engine.run(name, x, outputs), reference):
             measured[f"{level} x{cores} lanes"] = None  # outputs disagree: never chosen
             continue
-        speed = throughput(lambda e=engine: e.run(name, x, outputs), cores, len(x), seconds)
+        speed = throughput(functools.partial(engine.run, name, x, outputs), cores, len(x), seconds)
         measured[f"{level} x{cores} lanes"] = round(speed, 1)
         if best is None or speed > best[0]:
             best = (speed, settings)
