@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from agebench.core.errors import IntegrityError, ManifestError
-from agebench.models.decoders import build_decoder
+from agebench.models.decoders import DECODERS, build_decoder
 
 HERE = Path(".")
 
@@ -78,13 +81,6 @@ def test_corn_conditional_probabilities_become_cumulative():
     assert result.fields["age"][0] == 1
 
 
-def test_ordinal_rejects_bad_params():
-    with pytest.raises(ManifestError, match="threshold"):
-        build_decoder("ordinal", {"threshold": 1.5}, task="age", base_dir=HERE)
-    with pytest.raises(ManifestError, match="mode"):
-        build_decoder("ordinal", {"mode": "ranknet"}, task="age", base_dir=HERE)
-
-
 def test_age_groups_report_label_and_midpoint():
     groups = [[0, 2], [4, 6], [8, 12], [60, 100]]
     result = decode("groups", [[0.1, 0.2, 0.6, 0.1]], groups=groups, activation="none")
@@ -138,6 +134,99 @@ def test_unknown_decoder_suggests_close_name():
         build_decoder("ordinl", {}, task="age", base_dir=HERE)
 
 
-def test_unknown_parameter_is_a_manifest_error():
-    with pytest.raises(ManifestError, match="bad parameters"):
-        build_decoder("regression", {"scael": 2}, task="age", base_dir=HERE)
+# --- every registered decoder: the parameters are read from the registry at collection, so a
+# new decoder is tested here without a line added, and fails until it has a hand case
+
+
+@dataclass(frozen=True)
+class HandCase:
+    """One face's output small enough to decode by hand, and parameters the decoder refuses
+    (each merged over ``params``) with the message that says why."""
+
+    params: Mapping[str, Any]
+    output: list[float]
+    #: decoded field -> the value worked out by hand
+    expected: Mapping[str, object]
+    refused: tuple[tuple[Mapping[str, Any], str], ...]
+    task: str = "age"
+    #: ``.npz`` tables written beside the manifest first: file name -> arrays
+    tables: Mapping[str, Mapping[str, list[Any]]] = field(default_factory=dict)
+
+
+HAND_CASES: dict[str, HandCase] = {
+    # 0.2 * 10 + 0.5 * 20 + 0.3 * 30 = 21
+    "expectation": HandCase(
+        {"bins": [10, 20, 30]},
+        [0.2, 0.5, 0.3],
+        {"age": 21.0},
+        (({"bins": [5]}, "at least two bin values"), ({"activation": "relu"}, "activation")),
+    ),
+    # 0.25 * 116 + 1 = 30
+    "regression": HandCase(
+        {"scale": 116, "offset": 1},
+        [0.25],
+        {"age": 30.0},
+        (({"clip": [10, 5]}, "low < high"),),
+    ),
+    # P(y > k) = .9, .7, .2: two ranks above 0.5, so 16 + 2
+    "ordinal": HandCase(
+        {"start": 16, "activation": "none"},
+        [0.9, 0.7, 0.2],
+        {"age": 18.0},
+        (({"threshold": 1.5}, "threshold"), ({"mode": "ranknet"}, "mode")),
+    ),
+    # the middle group is the most probable: its midpoint (4 + 6) / 2
+    "groups": HandCase(
+        {"groups": [[0, 2], [4, 6], [8, 12]], "activation": "none"},
+        [0.1, 0.7, 0.2],
+        {"age": 5.0, "age_group": "4-6"},
+        (({"groups": [[0, 2]]}, "at least two"), ({"labels": ["baby"]}, "1 labels for 3")),
+    ),
+    # mean L1 from (1.8, 1.9) to (0, 0) is 1.85, to (2, 2) 0.15: the second prototype's age
+    "prototype": HandCase(
+        {"prototypes": "protos.npz"},
+        [1.8, 1.9],
+        {"age": 40.0},
+        (({"temperature": 0}, "temperature"), ({"prototypes": "none.npz"}, "does not exist")),
+        tables={"protos.npz": {"ages": [20.0, 40.0], "prototypes": [[0.0, 0.0], [2.0, 2.0]]}},
+    ),
+    "classification": HandCase(
+        {"labels": ["female", "male"], "activation": "none"},
+        [0.3, 0.7],
+        {"gender": "male", "gender_probability": 0.7},
+        (({"labels": ["male"]}, "at least two"),),
+        task="gender",
+    ),
+}
+
+
+def _hand_case(kind: str, base_dir: Path) -> HandCase:
+    if kind not in HAND_CASES:
+        pytest.fail(f"decoder {kind!r} has no hand case in HAND_CASES")
+    case = HAND_CASES[kind]
+    for name, arrays in case.tables.items():
+        np.savez(base_dir / name, **{key: np.asarray(value) for key, value in arrays.items()})
+    return case
+
+
+def test_every_registered_decoder_has_a_hand_case():
+    assert set(HAND_CASES) == set(DECODERS.names())
+
+
+@pytest.mark.parametrize("kind", DECODERS.names())
+def test_every_decoder_decodes_by_hand(kind: str, tmp_path: Path):
+    case = _hand_case(kind, tmp_path)
+    result = decode(kind, [case.output], case.task, tmp_path, **case.params)
+    for name, value in case.expected.items():
+        expected = pytest.approx(value) if isinstance(value, float) else value
+        assert result.fields[name][0] == expected, name
+
+
+@pytest.mark.parametrize("kind", DECODERS.names())
+def test_every_decoder_refuses_bad_params(kind: str, tmp_path: Path):
+    """Bad values and unknown keys alike are one ManifestError naming the decoder."""
+    case = _hand_case(kind, tmp_path)
+    refused = [*case.refused, ({"no_such_param": 2}, "bad parameters")]
+    for bad, message in refused:
+        with pytest.raises(ManifestError, match=rf"decoder '{kind}'.*{message}"):
+            build_decoder(kind, {**case.params, **bad}, task=case.task, base_dir=tmp_path)
