@@ -140,3 +140,32 @@ def test_none_policy_and_missing_box_resize_whole_image():
     crop = CropSpec(policy="align", template="arcface-112")
     m = crop_matrix(crop, (64, 64), image_size=(128, 128), box=None, landmarks=None)
     assert m == pytest.approx(resize_matrix((128, 128), (64, 64)))
+
+
+# --- every registered template (read from the registry at collection: a new one is tested here)
+
+
+@pytest.mark.parametrize("name", TEMPLATES.names())
+def test_every_template_is_five_finite_points_in_its_square(name: str):
+    template = TEMPLATES.get(name)
+    points = template.array()
+    assert template.name == name and template.description
+    assert points.shape == (5, 2)
+    assert np.isfinite(points).all()
+    # coordinates are fractions of the template's square (faces/templates.py)
+    assert ((points >= 0.0) & (points <= 1.0)).all(), points
+    # MTCNN's order: eyes left to right, above the nose, above the mouth corners left to right
+    left_eye, right_eye, nose, left_mouth, right_mouth = points
+    assert left_eye[0] < nose[0] < right_eye[0] and left_mouth[0] < right_mouth[0]
+    assert max(left_eye[1], right_eye[1]) < nose[1] < min(left_mouth[1], right_mouth[1])
+
+
+@pytest.mark.parametrize("padding", [0.0, 0.25])
+@pytest.mark.parametrize("name", TEMPLATES.names())
+def test_every_template_aligns_onto_itself_as_identity(name: str, padding: float):
+    """Landmarks already where the template puts them are not moved: a non-square crop also
+    catches width and height swapped between ``destination`` and ``align_matrix``."""
+    height, width = 96, 112
+    on_template = TEMPLATES.get(name).destination(width, height, padding)
+    m = align_matrix(on_template, name, padding, (height, width))
+    assert m == pytest.approx(np.eye(2, 3), abs=1e-9)
