@@ -57,9 +57,9 @@ def conv2d_nhwc(
     x: np.ndarray,
     kernel: np.ndarray,
     *,
-    strides: tuple[int, int],
+    strides: tuple[int, ...],
     pads: Pads,
-    dilation: tuple[int, int] = (1, 1),
+    dilation: tuple[int, ...] = (1, 1),
     groups: int = 1,
     depthwise: bool = False,
 ) -> np.ndarray:

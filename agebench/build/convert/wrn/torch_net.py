@@ -178,8 +178,8 @@ def wide_resnet_class() -> type:
                     counters[prefix] += 1
                     name = f"{prefix}_{counters[prefix]}"
                     if prefix == "conv2d":
-                        kernel = oihw_from_hwio(array(f"{name}/kernel")).astype(np.float32)
-                        module.weight.copy_(torch.from_numpy(np.ascontiguousarray(kernel)))
+                        oihw = oihw_from_hwio(array(f"{name}/kernel")).astype(np.float32)
+                        module.weight.copy_(torch.from_numpy(np.ascontiguousarray(oihw)))
                     else:
                         module.weight.copy_(tensor(f"{name}/gamma"))
                         module.bias.copy_(tensor(f"{name}/beta"))
@@ -215,8 +215,11 @@ def wide_resnet_class() -> type:
             with torch.no_grad():
                 for conv, owner, attr in pairs:
                     bn = getattr(owner, attr)
-                    stats = (bn.weight, bn.bias, bn.running_mean, bn.running_var)
-                    scale, shift = batchnorm_affine(*(t.detach().numpy() for t in stats), bn.eps)
+                    gamma, beta, mean, var = (
+                        t.detach().numpy()
+                        for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var)
+                    )
+                    scale, shift = batchnorm_affine(gamma, beta, mean, var, bn.eps)
                     weight, bias = fold_affine_into_conv(
                         conv.weight.detach().numpy(), None, scale, shift
                     )
