@@ -30,9 +30,9 @@ from agebench.build.convert.keras_graph import (
     numpy_forward,
     parse_graph,
     read_keras_archive,
-    same_pads,
     to_snake_case,
 )
+from agebench.build.convert.tf_ops import same_pads
 
 SIZE = 8  # even, so the strided 'same' convolution pads 0 before and 1 after
 #: output shape of each backbone layer, for the keras tensors in its inbound nodes

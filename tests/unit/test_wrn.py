@@ -14,6 +14,8 @@ import pytest
 import torch
 
 from agebench.build.convert import Conversion, wrn
+from agebench.build.convert.tf_ops import same_output, same_pads
+from agebench.build.convert.wrn.reference import avg_pool_same
 from agebench.models.manifest import parse_manifest
 
 DEPTH, K, SIZE = 16, 2, 64  # the real model's topology and names, 4x narrower
@@ -275,7 +277,7 @@ def test_different_images_get_different_ages_and_batching_changes_nothing(conver
 def test_tf_same_average_pooling_matches_a_direct_loop():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(2, 16, 16, 3))
-    got = wrn._np_avg_pool_same(x, 8, 1)
+    got = avg_pool_same(x, 8, 1)
     want = np.empty_like(x)
     for i in range(16):
         for j in range(16):
@@ -286,10 +288,10 @@ def test_tf_same_average_pooling_matches_a_direct_loop():
 
 
 def test_tf_same_padding_puts_the_odd_pixel_after():
-    assert wrn._same_pads(64, 3, 2) == (0, 1, 32)
-    assert wrn._same_pads(64, 3, 1) == (1, 1, 64)
-    assert wrn._same_pads(64, 1, 2) == (0, 0, 32)
-    assert wrn._same_pads(16, 8, 1) == (3, 4, 16)
+    assert same_pads(64, 3, 2) == (0, 1) and same_output(64, 2) == 32
+    assert same_pads(64, 3, 1) == (1, 1) and same_output(64, 1) == 64
+    assert same_pads(64, 1, 2) == (0, 0) and same_output(64, 2) == 32
+    assert same_pads(16, 8, 1) == (3, 4) and same_output(16, 1) == 16
 
 
 @pytest.mark.parametrize(

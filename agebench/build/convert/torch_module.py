@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from agebench.build.convert import Conversion
+from agebench.build.convert.torch_export import export_torchscript
 from agebench.core.errors import AgebenchError
 
 DEFAULT_OPSET = 17
@@ -162,23 +163,13 @@ def convert_torch(
     with torch.no_grad():
         outputs = _as_outputs(module(dummy), output_names, str(factory))
     names = list(outputs)
-    dynamic = {input_name: {0: "N"}, **{name: {0: "N"} for name in names}}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript-based exporter is deprecated
-            torch.onnx.export(
-                module,
-                (dummy,),
-                str(onnx_path),
-                dynamo=False,
-                input_names=[input_name],
-                output_names=names,
-                dynamic_axes=dynamic,
-                opset_version=opset,
-                do_constant_folding=True,
-            )
+        data = export_torchscript(
+            module, dummy, input_name=input_name, output_names=names, opset=opset
+        )
     except Exception as error:
         raise AgebenchError(f"{factory}: torch.onnx.export failed: {_first_line(error)}") from None
+    Path(onnx_path).write_bytes(data)
 
     def reference(x: np.ndarray) -> dict[str, np.ndarray]:
         with torch.no_grad():
