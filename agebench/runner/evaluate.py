@@ -31,7 +31,7 @@ from agebench.findings import declared_training, eval_findings
 from agebench.models.catalog import DEFAULT_MODEL, resolve_model
 from agebench.models.manifest import ModelSpec, spec_digest
 from agebench.models.predictor import Backend, Device, Predictor, Tuning, available_cores
-from agebench.report.render import REPORT_HTML, REPORT_MD, write_report
+from agebench.report.write import REPORT_HTML, REPORT_MD, write_report
 from agebench.runner import sink
 from agebench.runner.config import DetectConfig
 from agebench.runner.faces import FacePreparer, FacesMode, Job, PreparedImage, needs_detector

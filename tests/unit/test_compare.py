@@ -25,7 +25,7 @@ from agebench.core import stats
 from agebench.core.errors import AgebenchError
 from agebench.core.metrics import compute_metrics
 from agebench.models.catalog import DEFAULT_MODEL, resolve_model
-from agebench.report.compare_render import render_compare_markdown
+from agebench.report.write import render_compare_markdown
 from agebench.runner.compare import run_compare
 
 N = 40
