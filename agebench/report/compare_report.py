@@ -3,7 +3,7 @@ pairwise tests, cumulative scores, bands, folds, models, agreement, failures, ru
 provenance.
 
 No number is computed here: every value shown comes from ``comparison.json``; only the
-plotted points are read from the rows, paired with ``agebench.comparison.paired_rows``.
+plotted points are read from the rows, paired with ``agebench.comparison.pairing.paired_rows``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from agebench.comparison import COMPARISON_FILE, paired_rows
+from agebench.comparison.pairing import paired_rows
+from agebench.comparison.statistics import COMPARISON_FILE
 from agebench.core.metrics import true_value
 from agebench.report import figures
 from agebench.report.cells import DASH, ci_label, num, pct, text, with_ci

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agebench.comparison import COMPARISON_FILE
+from agebench.comparison.statistics import COMPARISON_FILE
 from agebench.core.atomic import write_text_atomic
 from agebench.report import html, markdown
 from agebench.report.compare_report import compare_document

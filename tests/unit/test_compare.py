@@ -16,11 +16,8 @@ from scipy import stats as scipy_stats
 
 from agebench.cli import main
 from agebench.cli.compare import compare as compare_command
-from agebench.comparison import (
-    COMPARISON_SCHEMA,
-    compare_runs,
-    load_run,
-)
+from agebench.comparison.runs import load_run
+from agebench.comparison.statistics import COMPARISON_SCHEMA, compare_runs
 from agebench.core import stats
 from agebench.core.errors import AgebenchError
 from agebench.core.metrics import compute_metrics

@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from agebench.cli import main
-from agebench.comparison import compare_runs, load_run
+from agebench.comparison.runs import load_run
+from agebench.comparison.statistics import compare_runs
 from agebench.core.errors import ManifestError
 from agebench.core.metrics import compute_metrics, memorisation_signal, wilson_lower_bound
 from agebench.findings import contamination_findings, declared_training
