@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agebench.comparison.runs import row_key
-from agebench.core.metrics import true_value
+from agebench.core.metrics.rows import true_value
 
 
 def record_failed(row: Mapping[str, Any]) -> bool:

@@ -19,7 +19,9 @@ from agebench.comparison.pairing import (
 from agebench.comparison.runs import FinishedRun, compare_id, row_key
 from agebench.core import stats
 from agebench.core.errors import AgebenchError
-from agebench.core.metrics import EPSILON_TARGETS, FAILURE_STATUSES, compute_metrics, true_value
+from agebench.core.metrics import compute_metrics
+from agebench.core.metrics.epsilon import EPSILON_TARGETS
+from agebench.core.metrics.rows import FAILURE_STATUSES, true_value
 from agebench.core.provenance import provenance
 from agebench.findings import contamination_marks, memorisation_finding
 

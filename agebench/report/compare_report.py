@@ -15,7 +15,7 @@ from typing import Any
 
 from agebench.comparison.pairing import paired_rows
 from agebench.comparison.statistics import COMPARISON_FILE
-from agebench.core.metrics import true_value
+from agebench.core.metrics.rows import true_value
 from agebench.report import figures
 from agebench.report.cells import DASH, ci_label, num, pct, text, with_ci
 from agebench.report.document import (

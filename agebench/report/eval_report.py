@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
-from agebench.core.metrics import is_scored, true_value
+from agebench.core.metrics.rows import is_scored, true_value
 from agebench.report import figures
 from agebench.report.cells import DASH, ci_label, num, pct, text, with_ci
 from agebench.report.document import (

@@ -24,7 +24,8 @@ from agebench.benchmarks.registry import get_benchmark
 from agebench.benchmarks.spec import BenchmarkData, BenchmarkSpec, LoadOptions, Record
 from agebench.core.errors import AgebenchError
 from agebench.core.fileread import MAX_LABEL_FILE_BYTES, ImageDecodeError, read_image_bytes
-from agebench.core.metrics import compute_group_metrics, compute_metrics, predicted_group
+from agebench.core.metrics import compute_metrics
+from agebench.core.metrics.groups import compute_group_metrics, predicted_group
 from agebench.core.provenance import provenance
 from agebench.faces.detect import FaceDetector
 from agebench.findings import declared_training, eval_findings

@@ -18,7 +18,7 @@ from agebench.benchmarks.common import read_label_text, resolve_images
 from agebench.benchmarks.registry import get_benchmark
 from agebench.benchmarks.spec import BenchmarkError, LoadOptions, Record
 from agebench.cli import main
-from agebench.core.metrics import predicted_group
+from agebench.core.metrics.groups import predicted_group
 from agebench.findings import bias_findings
 from agebench.models.manifest import load_manifest
 from agebench.runner.evaluate import EvalConfig, EvalRun, _row

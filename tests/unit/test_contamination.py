@@ -16,7 +16,9 @@ from agebench.cli import main
 from agebench.comparison.runs import load_run
 from agebench.comparison.statistics import compare_runs
 from agebench.core.errors import ManifestError
-from agebench.core.metrics import compute_metrics, memorisation_signal, wilson_lower_bound
+from agebench.core.metrics import compute_metrics
+from agebench.core.metrics.memorisation import memorisation_signal
+from agebench.core.metrics.scalars import wilson_lower_bound
 from agebench.findings import contamination_findings, declared_training
 from agebench.models.manifest import load_manifest
 from agebench.models.training_data import parse_training_data

@@ -12,7 +12,8 @@ from typing import Any
 import matplotlib
 import pytest
 
-from agebench.core.metrics import compute_group_metrics, compute_metrics
+from agebench.core.metrics import compute_metrics
+from agebench.core.metrics.groups import compute_group_metrics
 from agebench.report import render_html, render_markdown, write_report
 from agebench.report import write as write_module
 
