@@ -39,7 +39,8 @@ from agebench.faces.align import box_matrix, warp
 from agebench.models.catalog import ModelCatalog
 from agebench.models.manifest import ModelSpec, load_manifest, parse_manifest
 from agebench.models.predictor import Predictor
-from agebench.models.torch_engine import TorchEngine, choose_precision, convert_graph
+from agebench.models.torch_convert import convert_graph
+from agebench.models.torch_engine import TorchEngine, choose_precision
 from agebench.runner.imageio import decode_image
 from tests.fixtures.tiny_models import channel_mean_graph, write_manifest
 
