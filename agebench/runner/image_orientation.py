@@ -3,10 +3,34 @@ pixels upright."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from PIL import ExifTags, Image, ImageOps
 
+
+class Upright(NamedTuple):
+    """The index shuffle that turns a stored image upright: flip its rows (top to bottom),
+    flip its columns (left to right), then swap its axes; pure shuffles, so the pixels are
+    exactly those of ``PIL.ImageOps.exif_transpose``."""
+
+    flip_rows: bool
+    flip_cols: bool
+    transpose: bool
+
+
+#: EXIF orientation -> its shuffle (6 and 8, the rotations by 90 degrees, flip then swap)
+UPRIGHT: dict[int, Upright] = {
+    1: Upright(False, False, False),
+    2: Upright(False, True, False),
+    3: Upright(True, True, False),
+    4: Upright(True, False, False),
+    5: Upright(False, False, True),
+    6: Upright(True, False, True),
+    7: Upright(True, True, True),
+    8: Upright(False, True, True),
+}
 #: orientations that swap width and height (transpose, rotations by 90 and 270 degrees)
-AXIS_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+AXIS_SWAPPING_ORIENTATIONS = frozenset(o for o, how in UPRIGHT.items() if how.transpose)
 
 
 def read_orientation(image: Image.Image, notes: list[str]) -> int:
