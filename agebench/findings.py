@@ -103,7 +103,7 @@ def contamination_findings(summary: Mapping[str, Any], models: Sequence[Any]) ->
     Three kinds, each reported on its own because each has its own evidence: the manifest's
     authors declare the benchmark (``trained-on-benchmark``), someone suspects it with a reason
     (``suspected-trained-on-benchmark``), and the errors themselves pile up at zero
-    (``memorisation``, from ``agebench.core.metrics.memorisation_signal``). The first two are
+    (``memorisation``, from ``agebench.core.metrics.memorisation``). The first two are
     matched on the benchmark's name only: a run through a generic loader (``csv``,
     ``facebase``) is identified by the data's signal alone."""
     bench = str((summary.get("benchmark") or {}).get("name", ""))

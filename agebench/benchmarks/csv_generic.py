@@ -162,17 +162,21 @@ def parse_box(values: Sequence[str], names: Sequence[str]) -> tuple[float, float
 # --------------------------------------------------------------------------- the csv benchmark
 
 
+#: ``--option crop=`` values other than ``margin:<m>``
+_FIXED_CROPS = {
+    "photo": ReadyCrop("photo", description="whole photos (--option crop=photo)"),
+    "tight": ReadyCrop("tight", description="tight face crops (--option crop=tight)"),
+    "aligned": ReadyCrop(
+        "tight", aligned=True, description="tight, aligned face crops (--option crop=aligned)"
+    ),
+}
+
+
 def ready_crop(options: Mapping[str, Any]) -> ReadyCrop:
     """What the images are, from ``--option crop=`` (photo, tight, aligned or margin:<m>)."""
     value = str(options.get("crop", "photo")).strip().lower()
-    if value == "photo":
-        return ReadyCrop("photo", description="whole photos (--option crop=photo)")
-    if value == "tight":
-        return ReadyCrop("tight", description="tight face crops (--option crop=tight)")
-    if value == "aligned":
-        return ReadyCrop(
-            "tight", aligned=True, description="tight, aligned face crops (--option crop=aligned)"
-        )
+    if value in _FIXED_CROPS:
+        return _FIXED_CROPS[value]
     if value.startswith("margin:"):
         try:
             margin = float(value.split(":", 1)[1])

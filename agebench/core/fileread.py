@@ -105,19 +105,21 @@ def _open(path: Path) -> int:
         raise ImageDecodeError(path, _os_reason(path, exc)) from exc
 
 
+#: why a file cannot be opened, by errno (ENOENT is told apart from a dangling symlink)
+_OS_REASONS = {
+    errno.ELOOP: "symlink loop",
+    errno.EACCES: "permission denied (cannot read file)",
+    errno.EPERM: "permission denied (cannot read file)",
+    errno.ENXIO: "not a regular file (device or socket)",
+    errno.ENOTDIR: "file not found (a parent is not a folder)",
+}
+
+
 def _os_reason(path: Path, exc: OSError) -> str:
     """Name what the path is, not only the errno: 'dangling symlink' beats 'file not found'."""
     if exc.errno == errno.ENOENT:
         return "dangling symlink" if os.path.islink(path) else "file not found"
-    if exc.errno == errno.ELOOP:
-        return "symlink loop"
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return "permission denied (cannot read file)"
-    if exc.errno == errno.ENXIO:
-        return "not a regular file (device or socket)"
-    if exc.errno == errno.ENOTDIR:
-        return "file not found (a parent is not a folder)"
-    return f"cannot read file ({exc.strerror or exc})"
+    return _OS_REASONS.get(exc.errno or 0, f"cannot read file ({exc.strerror or exc})")
 
 
 def _check_regular(path: Path, info: os.stat_result, max_bytes: int) -> None:

@@ -1,5 +1,7 @@
-"""Eval reports: Markdown and a self-contained HTML page rendered from an eval summary."""
+"""Eval and comparison reports: one document model (``document``) built from an eval summary
+(``eval_report``) or a comparison (``compare_report``), rendered as Markdown (``markdown``)
+and as a self-contained HTML page with figures (``html``, ``figures``), written by ``write``."""
 
-from agebench.report.render import render_html, render_markdown, write_report
+from agebench.report.write import render_html, render_markdown, write_report
 
 __all__ = ["render_html", "render_markdown", "write_report"]

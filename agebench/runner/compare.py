@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agebench.comparison import FinishedRun, compare_runs, load_run, run_labels
+from agebench.comparison.checks import run_labels
+from agebench.comparison.runs import FinishedRun, load_run
+from agebench.comparison.statistics import compare_runs
 from agebench.core.errors import AgebenchError
 from agebench.core.runfiles import SUMMARY_FILE
-from agebench.report.compare_render import write_compare_report
+from agebench.report.write import write_compare_report
 from agebench.runner.evaluate import EvalConfig, EvalRun
 
 #: ``progress(item, event, amount)``: one model's eval progress ("total"/"advance")

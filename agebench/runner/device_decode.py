@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from agebench.faces.align import _ANTIALIAS_FROM, _MAX_SUPERSAMPLE
+from agebench.runner.image_orientation import UPRIGHT
 
 if TYPE_CHECKING:
     import torch
@@ -57,23 +58,10 @@ def _header(data: bytes) -> _Header:
 
 def _upright(chw: torch.Tensor, orientation: int) -> torch.Tensor:
     """EXIF orientation applied to a (C, H, W) image, as ``PIL.ImageOps.exif_transpose``."""
-    import torch
-
-    if orientation == 2:
-        return chw.flip(-1)
-    if orientation == 3:
-        return chw.flip(-2, -1)
-    if orientation == 4:
-        return chw.flip(-2)
-    if orientation == 5:
-        return chw.transpose(-2, -1)
-    if orientation == 6:
-        return torch.rot90(chw, -1, dims=(-2, -1))
-    if orientation == 7:
-        return chw.flip(-2, -1).transpose(-2, -1)
-    if orientation == 8:
-        return torch.rot90(chw, 1, dims=(-2, -1))
-    return chw
+    how = UPRIGHT.get(orientation, UPRIGHT[1])
+    flips = [dim for dim, flip in ((-2, how.flip_rows), (-1, how.flip_cols)) if flip]
+    out = chw.flip(flips) if flips else chw
+    return out.transpose(-2, -1) if how.transpose else out
 
 
 def _decode_on_device(datas: list[bytes], device: torch.device) -> list[torch.Tensor | None]:

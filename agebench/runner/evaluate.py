@@ -12,29 +12,30 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from agebench.benchmarks.registry import get_benchmark
-from agebench.benchmarks.spec import BenchmarkData, BenchmarkSpec, LoadOptions, Record
+from agebench.benchmarks.spec import LoadOptions, Record
 from agebench.core.errors import AgebenchError
-from agebench.core.fileread import MAX_LABEL_FILE_BYTES, ImageDecodeError, read_image_bytes
-from agebench.core.metrics import compute_group_metrics, compute_metrics, predicted_group
+from agebench.core.metrics import compute_metrics
+from agebench.core.metrics.groups import compute_group_metrics
 from agebench.core.provenance import provenance
 from agebench.faces.detect import FaceDetector
 from agebench.findings import declared_training, eval_findings
 from agebench.models.catalog import DEFAULT_MODEL, resolve_model
 from agebench.models.manifest import ModelSpec, spec_digest
 from agebench.models.predictor import Backend, Device, Predictor, Tuning, available_cores
-from agebench.report.render import REPORT_HTML, REPORT_MD, write_report
+from agebench.report.write import REPORT_HTML, REPORT_MD, write_report
 from agebench.runner import sink
 from agebench.runner.config import DetectConfig
+from agebench.runner.eval_rows import eval_row
 from agebench.runner.faces import FacePreparer, FacesMode, Job, PreparedImage, needs_detector
+from agebench.runner.fingerprint import data_fingerprint, label_file_sha256
 from agebench.runner.imageio import has_decoder_warning
 from agebench.runner.ownership import RunIdentity, claim, owned_folder
 from agebench.runner.partial import (
@@ -95,52 +96,6 @@ class EvalOutcome:
     summary: dict[str, Any]
     out: Path
     reused: bool
-
-
-def _sha256_bytes(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(read_image_bytes(path, max_bytes=MAX_LABEL_FILE_BYTES)).hexdigest()
-    except ImageDecodeError:
-        return None
-
-
-def data_fingerprint(
-    spec: BenchmarkSpec, data: BenchmarkData, root: Path, key: Mapping[str, Any]
-) -> str:
-    """What decides whether two runs saw the same data: label file contents, each record's
-    image, labels and fold, and each image's size. Cheap (no image is read) so that a rerun
-    can be recognised before any work starts; content hashes are recorded during the run."""
-    digest = hashlib.sha256()
-    digest.update(
-        json.dumps({"bench": spec.name, "version": spec.version, **key}, sort_keys=True).encode()
-    )
-    for label in sorted(data.label_files):
-        digest.update(
-            str(label.relative_to(root) if label.is_relative_to(root) else label).encode()
-        )
-        digest.update((_sha256_bytes(label) or "missing").encode())
-    for record in data.records:
-        path = root / record.image
-        size = path.stat().st_size if path.is_file() else -1
-        digest.update(
-            json.dumps(
-                [
-                    record_key(record),
-                    record.age,
-                    dict(record.targets),
-                    record.age_std,
-                    record.age_group,
-                    record.fold,
-                    record.box,
-                    size,
-                ]
-            ).encode()
-        )
-    return digest.hexdigest()
-
-
-def _group_label(group: tuple[float, float] | None) -> list[float] | None:
-    return None if group is None else [float(group[0]), float(group[1])]
 
 
 @dataclass
@@ -404,7 +359,7 @@ class EvalRun:
             # lexists: a dangling link or a loop is there, and its reason says what is wrong
             if item.status == "failed" and not os.path.lexists(item.path):
                 item.status = "missing"
-            row = _row(record, item, item.sha256, spec, run_id, self.bench.groups)
+            row = eval_row(record, item, item.sha256, spec, run_id, self.bench.groups)
             partial.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
             done[record_key(record)] = ScoringRow(row)
             count += 1
@@ -449,7 +404,7 @@ class EvalRun:
         statuses = [r["status"] for r in rows]
         image_hashes = files
         for label in sorted(self.data.label_files):
-            image_hashes.update(f"{label.name}:{_sha256_bytes(label)}".encode())
+            image_hashes.update(f"{label.name}:{label_file_sha256(label)}".encode())
         first = next(iter(self.models.values()))
         return {
             "schema": SUMMARY_SCHEMA,
@@ -511,60 +466,6 @@ class EvalRun:
             },
             "provenance": provenance(),
         }
-
-
-def _row(
-    record: Record,
-    item: PreparedImage,
-    sha: str | None,
-    spec: ModelSpec,
-    run_id: str,
-    groups: Sequence[tuple[float, float]] = (),
-) -> dict[str, Any]:
-    face = item.faces[0] if item.faces else {}
-    pred_group = face.get("age_group")
-    row: dict[str, Any] = {
-        "image": record.image,
-        "source": record.source,
-        "status": item.status,
-        "error": item.error
-        if item.status != "missing"
-        else f"image file not found: {record.image}",
-        "age": record.age,
-        "targets": dict(record.targets),
-        "age_std": record.age_std,
-        "age_group": _group_label(record.age_group),
-        "subject": record.subject,
-        "fold": record.fold,
-        "split": record.split,
-        "attributes": dict(record.attributes),
-        "pred_age": face.get("age") if item.status == "ok" else None,
-        "pred_std": face.get("age_std") if item.status == "ok" else None,
-        "pred_group": _parse_group(pred_group) if isinstance(pred_group, str) else None,
-        "face_box": face.get("box"),
-        "face_score": face.get("score"),
-        "image_sha256": sha,
-        "notes": list(item.notes),
-        "model": {"name": spec.name, "sha256": spec.sha256},
-        "run": run_id,
-    }
-    if groups:
-        # the group the metrics score (metrics.predicted_group, the one definition): the
-        # model's own group where the benchmark has it, else the group its age falls in
-        index = predicted_group(row, groups) if item.status == "ok" else None
-        row["pred_group"] = None if index is None else _group_label(groups[index])
-    return row
-
-
-#: two numbers in a group label: "25-32", "(25, 32)", "25 to 32"
-_GROUP_LABEL = re.compile(r"^\D*?(\d+(?:\.\d+)?)\D+?(\d+(?:\.\d+)?)\D*$")
-
-
-def _parse_group(label: str) -> list[float] | None:
-    """A group head's label as [low, high]; None for one that names no range ("60+"), whose
-    row then falls back to the head's age (the group's midpoint) when mapped to groups."""
-    match = _GROUP_LABEL.match(label.strip())
-    return [float(match[1]), float(match[2])] if match else None
 
 
 def run_eval(

@@ -21,6 +21,8 @@ import math
 import numpy as np
 import simplejpeg
 
+from agebench.runner.image_orientation import UPRIGHT
+
 #: every note that reports a decoder warning starts with this, so summaries can count them
 DECODER_WARNING = "decoder warning: "
 #: DCT scale denominators libjpeg offers at or below full size (as Pillow's ``draft`` uses)
@@ -109,22 +111,12 @@ def upright_array(rgb: np.ndarray, orientation: int) -> np.ndarray:
 
     Pure index shuffles, so the pixels are exactly Pillow's; C-contiguous result.
     """
-    if orientation == 2:
-        out = rgb[:, ::-1]
-    elif orientation == 3:
-        out = rgb[::-1, ::-1]
-    elif orientation == 4:
-        out = rgb[::-1]
-    elif orientation == 5:
-        out = rgb.transpose(1, 0, 2)
-    elif orientation == 6:
-        out = np.rot90(rgb, -1)
-    elif orientation == 7:
-        out = rgb[::-1, ::-1].transpose(1, 0, 2)
-    elif orientation == 8:
-        out = np.rot90(rgb, 1)
-    else:
+    how = UPRIGHT.get(orientation)
+    if how is None or how == UPRIGHT[1]:
         return rgb
+    out = rgb[::-1] if how.flip_rows else rgb
+    out = out[:, ::-1] if how.flip_cols else out
+    out = out.transpose(1, 0, 2) if how.transpose else out
     return np.ascontiguousarray(out)
 
 

@@ -18,10 +18,11 @@ from agebench.benchmarks.common import read_label_text, resolve_images
 from agebench.benchmarks.registry import get_benchmark
 from agebench.benchmarks.spec import BenchmarkError, LoadOptions, Record
 from agebench.cli import main
-from agebench.core.metrics import predicted_group
+from agebench.core.metrics.groups import predicted_group
 from agebench.findings import bias_findings
 from agebench.models.manifest import load_manifest
-from agebench.runner.evaluate import EvalConfig, EvalRun, _row
+from agebench.runner.eval_rows import eval_row
+from agebench.runner.evaluate import EvalConfig, EvalRun
 from agebench.runner.faces import PreparedImage
 from tests.conftest import chip_age
 from tests.fixtures.bench_layouts import AdienceRow, AppaRow, make_aaf, make_adience, make_appa_real
@@ -272,7 +273,7 @@ RUN = "0123456789abcdef"
 def _scored(face: dict[str, Any]) -> dict[str, Any]:
     item = PreparedImage(path=Path("a.jpg"), relative=Path("a.jpg"), faces=[face])
     record = Record(image="a.jpg", age=None, source="fold_0_data.txt:2", age_group=(25, 32))
-    return _row(record, item, None, load_manifest(DLIB_MANIFEST), RUN, ADIENCE)
+    return eval_row(record, item, None, load_manifest(DLIB_MANIFEST), RUN, ADIENCE)
 
 
 @pytest.mark.parametrize(
@@ -294,7 +295,7 @@ def test_adience_rows_carry_the_scored_group(face: dict[str, Any], expected: lis
 def test_a_failed_row_has_no_group() -> None:
     item = PreparedImage(path=Path("a.jpg"), relative=Path("a.jpg"), status="failed")
     record = Record(image="a.jpg", age=None, source="f:2", age_group=(25, 32))
-    row = _row(record, item, None, load_manifest(DLIB_MANIFEST), RUN, ADIENCE)
+    row = eval_row(record, item, None, load_manifest(DLIB_MANIFEST), RUN, ADIENCE)
     assert row["pred_group"] is None
 
 

@@ -16,16 +16,13 @@ from scipy import stats as scipy_stats
 
 from agebench.cli import main
 from agebench.cli.compare import compare as compare_command
-from agebench.comparison import (
-    COMPARISON_SCHEMA,
-    compare_runs,
-    load_run,
-)
+from agebench.comparison.runs import load_run
+from agebench.comparison.statistics import COMPARISON_SCHEMA, compare_runs
 from agebench.core import stats
 from agebench.core.errors import AgebenchError
 from agebench.core.metrics import compute_metrics
 from agebench.models.catalog import DEFAULT_MODEL, resolve_model
-from agebench.report.compare_render import render_compare_markdown
+from agebench.report.write import render_compare_markdown
 from agebench.runner.compare import run_compare
 
 N = 40

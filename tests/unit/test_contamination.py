@@ -13,14 +13,16 @@ import pytest
 from click.testing import CliRunner
 
 from agebench.cli import main
-from agebench.comparison import compare_runs, load_run
+from agebench.comparison.runs import load_run
+from agebench.comparison.statistics import compare_runs
 from agebench.core.errors import ManifestError
-from agebench.core.metrics import compute_metrics, memorisation_signal, wilson_lower_bound
+from agebench.core.metrics import compute_metrics
+from agebench.core.metrics.memorisation import memorisation_signal
+from agebench.core.metrics.scalars import wilson_lower_bound
 from agebench.findings import contamination_findings, declared_training
 from agebench.models.manifest import load_manifest
 from agebench.models.training_data import parse_training_data
-from agebench.report.compare_render import render_compare_markdown
-from agebench.report.render import render_markdown
+from agebench.report.write import render_compare_markdown, render_markdown
 from tests.fixtures.tiny_models import DLIB_MANIFEST, write_manifest
 from tests.unit.test_compare import AGES, ERRORS, make_rows, write_run
 

@@ -16,7 +16,7 @@ from PIL import ExifTags, Image, ImageFile, ImageOps
 
 from agebench.core import fileread
 from agebench.core.errors import AgebenchError
-from agebench.runner import imageio
+from agebench.runner import imageio, jpeg_decode
 from agebench.runner.imageio import (
     IMAGE_EXTENSIONS,
     DecodedImage,
@@ -522,8 +522,10 @@ def test_plain_jpegs_take_the_fast_decoder_and_match_pillow(face_chips, monkeypa
     """RGB and grey JPEGs go through libjpeg-turbo (simplejpeg, warnings kept): pixel for
     pixel what Pillow gives, full size and drafted, with nothing noted beyond Pillow's notes."""
     calls: list[int] = []
-    real = imageio.decode_turbo
-    monkeypatch.setattr(imageio, "decode_turbo", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = jpeg_decode.decode_turbo
+    monkeypatch.setattr(
+        jpeg_decode, "decode_turbo", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
     for path in face_chips:
         decoded = decode_image(path)
         with Image.open(path) as image:

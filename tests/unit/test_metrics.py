@@ -16,13 +16,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from agebench.core.metrics import (
-    DEFAULT_BANDS,
-    compute_group_metrics,
-    compute_metrics,
-    group_of_age,
-    predicted_group,
-)
+from agebench.core.metrics import compute_metrics
+from agebench.core.metrics.breakdowns import DEFAULT_BANDS
+from agebench.core.metrics.groups import compute_group_metrics, group_of_age, predicted_group
 
 ADIENCE = [(0, 2), (4, 6), (8, 12), (15, 20), (25, 32), (38, 43), (48, 53), (60, 100)]
 

@@ -20,7 +20,8 @@ import torch
 from PIL import Image
 
 from agebench.faces.detect import Face, FaceDetector, _import_mtcnn
-from agebench.faces.mtcnn import Detection, MtcnnCascade, _integral_cv2, _integral_torch
+from agebench.faces.mtcnn import Detection, MtcnnCascade
+from agebench.faces.mtcnn_resize import integral_cv2, integral_torch
 
 PIXELS = 0.05  # box and landmark tolerance, px
 SCORE = 1e-4
@@ -87,9 +88,9 @@ def test_dense_path_matches_onednn_path(chips, cascade):
 def test_summed_area_tables_agree(chips):
     """OpenCV's table (CPU) and the cumsum one (CUDA) are the same exact integers."""
     images = np.ascontiguousarray(chips[:4, :37, :53])
-    table = _integral_cv2(images)
+    table = integral_cv2(images)
     assert table.dtype == torch.int32 and table.shape == (4, 3, 38, 54)
-    assert torch.equal(table, _integral_torch(torch.from_numpy(images)))
+    assert torch.equal(table, integral_torch(torch.from_numpy(images)))
     assert int(table[1, 2, -1, -1]) == int(images[1, :, :, 2].astype(np.int64).sum())
 
 
@@ -179,21 +180,21 @@ def test_black_padded_crops_give_tight_chips_the_landmarks_of_a_framed_image(chi
 
 
 def test_black_padded_crop_sums_only_what_is_inside():
-    from agebench.faces.mtcnn import _crops
+    from agebench.faces.mtcnn_resize import crops
 
     image = np.full((1, 10, 10, 3), 200, np.uint8)
-    table = _integral_cv2(image)
+    table = integral_cv2(image)
     # 1-based inclusive box x 6..15, y 1..10: its right half lies outside the 10 px image
     box = torch.tensor([[6.0, 1.0, 15.0, 10.0, 1.0]])
     which = torch.zeros(1, dtype=torch.int64)
-    padded, valid = _crops(table, which, box, 10, zero_pad=True)
-    stretched, _ = _crops(table, which, box, 10, zero_pad=False)
+    padded, valid = crops(table, which, box, 10, zero_pad=True)
+    stretched, _ = crops(table, which, box, 10, zero_pad=False)
     assert valid.tolist() == [True]
     left, right = padded[0, :, :, :5], padded[0, :, :, 5:]
     assert torch.allclose(left, torch.tensor(200.0)) and torch.allclose(right, torch.tensor(0.0))
     assert torch.allclose(stretched, torch.tensor(200.0))  # the inside half, stretched
     outside = torch.tensor([[20.0, 20.0, 30.0, 30.0, 1.0]])
-    assert _crops(table, which, outside, 10, zero_pad=True)[1].tolist() == [False]
+    assert crops(table, which, outside, 10, zero_pad=True)[1].tolist() == [False]
 
 
 def test_detecting_imports_neither_torchvision_nor_facenet():
@@ -208,7 +209,7 @@ def test_detecting_imports_neither_torchvision_nor_facenet():
         "image = np.zeros((120, 160, 3), np.uint8)\n"
         "image[30:90, 50:110] = 200\n"
         "FaceDetector().detect_many([image, image])\n"
-        "from agebench.faces.mtcnn import nms\n"
+        "from agebench.faces.mtcnn_boxes import nms\n"
         "import torch\n"
         "boxes = torch.tensor([[0.0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]])\n"
         "print(nms(boxes, torch.tensor([0.9, 0.8, 0.7]), 0.5).tolist())\n"
@@ -222,8 +223,8 @@ def test_detecting_imports_neither_torchvision_nor_facenet():
 
 def test_missing_facenet_weights_say_how_to_install(monkeypatch: pytest.MonkeyPatch):
     from agebench.core.errors import AgebenchError
-    from agebench.faces import mtcnn
+    from agebench.faces import mtcnn_nets
 
-    monkeypatch.setattr(mtcnn, "_package_folder", lambda name: None)
+    monkeypatch.setattr(mtcnn_nets, "package_folder", lambda name: None)
     with pytest.raises(AgebenchError, match="pip install --no-deps facenet-pytorch"):
         FaceDetector()

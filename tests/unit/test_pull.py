@@ -17,6 +17,7 @@ from agebench.build import pull as pull_module
 from agebench.build.convert import Conversion
 from agebench.build.gate import GateFailed
 from agebench.build.pull import PullRecipe, pull, register_keras
+from agebench.build.register import build_and_register
 from agebench.cli import main
 from agebench.core.errors import AgebenchError, IntegrityError, ModelNotFoundError
 from agebench.models.catalog import ModelCatalog
@@ -234,7 +235,7 @@ def test_convert_keras_argument_errors(tmp_path: Path):
 @pytest.mark.parametrize("bad", ["../escape", "a/b", "with space", ".hidden", ""])
 def test_unsafe_model_names_are_refused(bad: str, tmp_path: Path):
     with pytest.raises(AgebenchError, match="use letters, digits"):
-        pull_module.build_and_register(
+        build_and_register(
             bad,
             lambda tmp: fake_convert(tmp / "x", tmp / "x.onnx"),
             FAKE_MANIFEST,
@@ -250,7 +251,7 @@ def test_unsafe_model_names_are_refused(bad: str, tmp_path: Path):
 def test_a_name_taken_elsewhere_is_refused(served, tmp_path: Path):
     _, home = served
     with pytest.raises(AgebenchError, match="'dlib-age-v1' is taken by"):
-        pull_module.build_and_register(
+        build_and_register(
             "dlib-age-v1",
             lambda tmp: fake_convert(tmp / "x", tmp / "x.onnx"),
             FAKE_MANIFEST,

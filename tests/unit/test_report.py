@@ -12,9 +12,10 @@ from typing import Any
 import matplotlib
 import pytest
 
-from agebench.core.metrics import compute_group_metrics, compute_metrics
-from agebench.report import render as render_module
+from agebench.core.metrics import compute_metrics
+from agebench.core.metrics.groups import compute_group_metrics
 from agebench.report import render_html, render_markdown, write_report
+from agebench.report import write as write_module
 
 ADIENCE = [(0, 2), (4, 6), (8, 12), (15, 20), (25, 32), (38, 43), (48, 53), (60, 100)]
 
@@ -274,7 +275,7 @@ def test_write_report_writes_nothing_when_rendering_fails(
     def broken(*args: Any) -> str:
         raise RuntimeError("plot failed")
 
-    monkeypatch.setattr(render_module, "render_html", broken)
+    monkeypatch.setattr(write_module, "render_html", broken)
     with pytest.raises(RuntimeError):
-        render_module.write_report(tmp_path, summary, rows)
+        write_module.write_report(tmp_path, summary, rows)
     assert os.listdir(tmp_path) == []

