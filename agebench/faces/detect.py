@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from agebench.core.errors import AgebenchError
+from agebench.faces.mtcnn_weights import FACENET_INSTALL_HINT
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,6 @@ class Face:
     @property
     def area(self) -> float:
         return max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1])
-
-
-#: what to do when facenet-pytorch (its code, or only its weight files) is missing
-FACENET_INSTALL_HINT = (
-    "run scripts/setup.sh, or 'pip install --no-deps facenet-pytorch==2.6.0 requests tqdm'"
-)
 
 
 def _import_mtcnn() -> tuple[Any, Any, Any, Any]:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from agebench.faces.mtcnn_nets import package_folder
+from agebench.faces.mtcnn_weights import package_folder
 
 
 def _load_torchvision_nms() -> Callable[[Tensor, Tensor, float], Tensor]:

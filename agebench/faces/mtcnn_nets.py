@@ -5,16 +5,13 @@ convolutions (``agebench.faces.mtcnn`` runs the cascade on them)."""
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from agebench.core.errors import AgebenchError
-from agebench.faces.detect import FACENET_INSTALL_HINT
+from agebench.faces.mtcnn_weights import weight_files
 
 
 def mkldnn_ok(device: torch.device) -> bool:
@@ -65,26 +62,11 @@ class Nets:
     onet_dense: tuple[_Dense, _Dense]  # 1152 -> 256, then 2 logits + 4 offsets + 10 points
 
 
-def package_folder(name: str) -> Path | None:
-    """Where an installed package lives, found without importing it."""
-    spec = importlib.util.find_spec(name)
-    folders = list(spec.submodule_search_locations or []) if spec else []
-    return Path(folders[0]) if folders else None
-
-
 def _facenet_weights() -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
-    """facenet-pytorch's P-, R- and O-Net state dicts, read from its data folder.
-
-    Importing facenet_pytorch imports torchvision's models, and they pull in torch._dynamo:
-    about a second of every detecting run's start, for three files of weights.
-    """
-    folder = package_folder("facenet_pytorch")
-    files = [folder / "data" / f"{net}.pt" for net in ("pnet", "rnet", "onet")] if folder else []
-    if not files or not all(f.is_file() for f in files):
-        raise AgebenchError(
-            f"face detection needs facenet-pytorch's MTCNN weights; {FACENET_INSTALL_HINT}"
-        )
-    pnet, rnet, onet = (torch.load(f, map_location="cpu", weights_only=True) for f in files)
+    """The P-, R- and O-Net state dicts (``faces.mtcnn_weights`` finds the files)."""
+    pnet, rnet, onet = (
+        torch.load(f, map_location="cpu", weights_only=True) for f in weight_files()
+    )
     return pnet, rnet, onet
 
 

@@ -223,8 +223,8 @@ def test_detecting_imports_neither_torchvision_nor_facenet():
 
 def test_missing_facenet_weights_say_how_to_install(monkeypatch: pytest.MonkeyPatch):
     from agebench.core.errors import AgebenchError
-    from agebench.faces import mtcnn_nets
+    from agebench.faces import mtcnn_weights
 
-    monkeypatch.setattr(mtcnn_nets, "package_folder", lambda name: None)
+    monkeypatch.setattr(mtcnn_weights, "package_folder", lambda name: None)
     with pytest.raises(AgebenchError, match="pip install --no-deps facenet-pytorch"):
         FaceDetector()
