@@ -46,7 +46,6 @@ from agebench.runner.config import DetectConfig, PredictConfig
 from agebench.runner.faces import FacePreparer, Job, PreparedImage
 from agebench.runner.imageio import decode_pillow, decoded_array
 from agebench.runner.pipeline import PredictRun, PredictStack
-from agebench.runner.reconcile import plan_ready_crops
 from agebench.runner.stages import BatchRunner
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -213,16 +212,15 @@ class AgeEstimator:
         if self._stack.preparer.mode == "none":
             return self._stack.preparer
         if self._crops is None:
-            spec, config = self._stack.spec, self._config
-            self._crops = FacePreparer(
-                spec.crop,
-                self._stack.predictor.input_size,
+            config = self._config
+            self._crops = PredictStack.around(
+                self._stack.predictor,
                 "none",
-                config.detect,
-                None,
-                plan_ready_crops(config.ready_crop, spec.crop),
+                config.execution,
+                detect=config.detect,
+                ready_crop=config.ready_crop,
                 strict=config.strict,
-            )
+            ).preparer
         return self._crops
 
     def _run(self, preparer: FacePreparer, jobs: list[Job]) -> list[PreparedImage]:

@@ -195,8 +195,32 @@ class PredictStack:
         plan under ``--faces none`` (``ready_crop``: what the images are; ``source`` names
         them in the error when they are whole photos; ``detect``: the detector's settings,
         predict's defaults when None)."""
+        return cls.around(
+            build_predictor(spec, execution),
+            faces,
+            execution,
+            detect=detect,
+            ready_crop=ready_crop,
+            source=source,
+            strict=strict,
+        )
+
+    @classmethod
+    def around(
+        cls,
+        predictor: Predictor,
+        faces: FacesMode,
+        execution: ExecutionConfig,
+        *,
+        detect: DetectConfig | None = None,
+        ready_crop: ReadyCrop = TIGHT_CROPS,
+        source: str = "input",
+        strict: bool = False,
+    ) -> PredictStack:
+        """``build`` around a model loaded already: another faces mode over the same model
+        (``AgeEstimator.predict_crops`` on a detecting load) costs no second load."""
+        spec = predictor.spec
         detect = detect or DetectConfig()
-        predictor = build_predictor(spec, execution)
         workers = execution.workers or available_cores()
         detector_device: str | None = None
         detector = None
