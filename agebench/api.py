@@ -20,22 +20,32 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
 from agebench.api_results import CompareResult, EvalResult, ModelRef, PredictResult
 from agebench.benchmarks.spec import ReadyCrop
+from agebench.core.config import ExecutionConfig, check_choice, check_range
 from agebench.core.errors import AgebenchError
+from agebench.core.types import (
+    FACES_MODES,
+    PREDICT_FACES_MODES,
+    Backend,
+    Device,
+    FacesMode,
+    Precision,
+    PredictFacesMode,
+    Tuning,
+)
 from agebench.models.catalog import DEFAULT_MODEL
 from agebench.runner.config import DetectConfig, PredictConfig
 from agebench.runner.faces import FacePreparer, Job, PreparedImage
 from agebench.runner.imageio import decode_pillow, decoded_array
 from agebench.runner.pipeline import PredictRun, PredictStack
-from agebench.runner.reconcile import plan_ready_crops
 from agebench.runner.stages import BatchRunner
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,10 +58,6 @@ if TYPE_CHECKING:  # pragma: no cover
 ImageInput: TypeAlias = "str | os.PathLike[str] | bytes | bytearray | Image.Image | np.ndarray"
 Progress = Callable[[str, int], None]
 Notify = Callable[[str], None]
-DeviceName = Literal["auto", "cpu", "cuda"]
-BackendName = Literal["auto", "onnxruntime", "torch"]
-TuningName = Literal["auto", "manifest", "retune"]
-PrecisionName = Literal["auto", "fp32", "fp16"]
 
 #: what a face record holds besides the model's own heads (those go to ``Face.extra``)
 _FACE_FIELDS = frozenset(
@@ -94,57 +100,33 @@ class Face:
         )
 
 
-def _choice(name: str, value: Any, allowed: Sequence[Any]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r}: expected one of {', '.join(map(repr, allowed))}")
-
-
-def _at_least(name: str, value: float | None, low: float, high: float | None = None) -> None:
-    if value is not None and (value < low or (high is not None and value > high)):
-        bound = f"at least {low:g}" if high is None else f"within {low:g}..{high:g}"
-        raise ValueError(f"{name}={value!r}: must be {bound}")
-
-
 def _ready_crop(crop_margin: float) -> ReadyCrop:
     """``--crop-margin``: the margin ready crops carry (0: tight chips), as the CLI reads it."""
     return ReadyCrop(kind="margin", margin=crop_margin) if crop_margin else ReadyCrop("tight")
 
 
-def _predict_config(input: Path, out: Path, **settings: Any) -> PredictConfig:
-    """The ``PredictConfig`` ``agebench predict`` builds from the same options, checked as
-    its click options check them."""
-    _choice("faces", settings["faces"], ("detect", "none"))
-    _choice("device", settings["device"], ("auto", "cpu", "cuda"))
-    _choice("backend", settings["backend"], ("auto", "onnxruntime", "torch"))
-    _choice("precision", settings["precision"], ("auto", "fp32", "fp16"))
-    _choice("tuning", settings["tuning"], ("auto", "manifest", "retune"))
-    _at_least("min_face_size", settings["min_face_size"], 12)
-    _at_least("max_faces", settings["max_faces"], 1)
-    _at_least("crop_margin", settings["crop_margin"], 0.0, 2.0)
-    _at_least("batch_size", settings["batch_size"], 1)
-    _at_least("workers", settings["workers"], 1)
-    manifest = settings["manifest"]
+def _predict_config(input: Path, out: Path, options: Mapping[str, Any]) -> PredictConfig:
+    """The ``PredictConfig`` ``agebench predict`` builds from the same options (a call's
+    keywords, by name), checked as its click options check them."""
+    check_choice("faces", options["faces"], PREDICT_FACES_MODES)
+    check_range("min_face_size", options["min_face_size"], 12)
+    check_range("max_faces", options["max_faces"], 1)
+    check_range("crop_margin", options["crop_margin"], 0.0, 2.0)
+    manifest = options["manifest"]
     return PredictConfig(
         input=input,
         out=out,
-        model=str(settings["model"]),
+        model=str(options["model"]),
         manifest=Path(manifest) if manifest is not None else None,
-        faces=settings["faces"],
-        batch_size=settings["batch_size"],
-        device=settings["device"],
-        detect=DetectConfig(
-            min_face_size=settings["min_face_size"], max_faces=settings["max_faces"]
-        ),
-        recursive=settings.get("recursive", True),
-        resume=settings.get("resume", True),
-        wait=settings.get("wait", False),
-        strict=settings["strict"],
-        save_raw=settings.get("save_raw", False),
-        workers=settings["workers"],
-        backend=settings["backend"],
-        precision=settings["precision"],
-        tuning=settings["tuning"],
-        ready_crop=_ready_crop(settings["crop_margin"]),
+        faces=options["faces"],
+        execution=ExecutionConfig.from_options(options),
+        detect=DetectConfig(min_face_size=options["min_face_size"], max_faces=options["max_faces"]),
+        recursive=options.get("recursive", True),
+        resume=options.get("resume", True),
+        wait=options.get("wait", False),
+        strict=options["strict"],
+        save_raw=options.get("save_raw", False),
+        ready_crop=_ready_crop(options["crop_margin"]),
     )
 
 
@@ -230,16 +212,15 @@ class AgeEstimator:
         if self._stack.preparer.mode == "none":
             return self._stack.preparer
         if self._crops is None:
-            spec, config = self._stack.spec, self._config
-            self._crops = FacePreparer(
-                spec.crop,
-                self._stack.predictor.input_size,
+            config = self._config
+            self._crops = PredictStack.around(
+                self._stack.predictor,
                 "none",
-                config.detect,
-                None,
-                plan_ready_crops(config.ready_crop, spec.crop),
+                config.execution,
+                detect=config.detect,
+                ready_crop=config.ready_crop,
                 strict=config.strict,
-            )
+            ).preparer
         return self._crops
 
     def _run(self, preparer: FacePreparer, jobs: list[Job]) -> list[PreparedImage]:
@@ -247,7 +228,7 @@ class AgeEstimator:
         runner = BatchRunner(
             preparer,
             self._stack.predictor,
-            batch_size=self._config.batch_size,
+            batch_size=self._config.execution.batch_size,
             workers=min(self._stack.workers, max(1, len(jobs))),
         )
         done: list[PreparedImage] = []
@@ -286,13 +267,13 @@ def _job(image: Any, index: int, strict: bool) -> Job:
 def load(
     model: str | os.PathLike[str] = DEFAULT_MODEL,
     *,
-    device: DeviceName = "auto",
-    faces: Literal["detect", "none"] = "detect",
+    device: Device = "auto",
+    faces: PredictFacesMode = "detect",
     min_face_size: int = 20,
     max_faces: int | None = None,
-    backend: BackendName = "auto",
-    precision: PrecisionName = "auto",
-    tuning: TuningName = "auto",
+    backend: Backend = "auto",
+    precision: Precision = "auto",
+    tuning: Tuning = "auto",
     crop_margin: float = 0.0,
     strict: bool = False,
     manifest: str | os.PathLike[str] | None = None,
@@ -307,24 +288,9 @@ def load(
     ``crop_margin`` around the face (0: tight, like UTKFace chips). The other options are
     ``agebench predict``'s, with its defaults.
     """
-    config = _predict_config(
-        Path(),
-        Path(),
-        model=model,
-        manifest=manifest,
-        faces=faces,
-        device=device,
-        min_face_size=min_face_size,
-        max_faces=max_faces,
-        backend=backend,
-        precision=precision,
-        tuning=tuning,
-        crop_margin=crop_margin,
-        strict=strict,
-        batch_size=batch_size,
-        workers=workers,
-    )
-    return AgeEstimator(PredictStack.build(config), config)
+    # the keywords by name (the signature is the documented API; the config is made once)
+    config = _predict_config(Path(), Path(), locals())
+    return AgeEstimator(PredictStack.for_predict(config), config)
 
 
 def predict(
@@ -333,7 +299,7 @@ def predict(
     *,
     model: str | os.PathLike[str] = DEFAULT_MODEL,
     manifest: str | os.PathLike[str] | None = None,
-    faces: Literal["detect", "none"] = "detect",
+    faces: PredictFacesMode = "detect",
     min_face_size: int = 20,
     max_faces: int | None = None,
     crop_margin: float = 0.0,
@@ -343,11 +309,11 @@ def predict(
     wait: bool = False,
     strict: bool = False,
     batch_size: int | None = None,
-    device: DeviceName = "auto",
+    device: Device = "auto",
     workers: int | None = None,
-    backend: BackendName = "auto",
-    precision: PrecisionName = "auto",
-    tuning: TuningName = "auto",
+    backend: Backend = "auto",
+    precision: Precision = "auto",
+    tuning: Tuning = "auto",
     progress: Progress | None = None,
     notify: Notify | None = None,
 ) -> PredictResult:
@@ -359,42 +325,23 @@ def predict(
     "advance"; ``notify(text)`` who a ``wait=True`` run waits for.
     """
     config = _predict_config(
-        Path(source),
-        Path(out) if out is not None else Path("reports/predict"),
-        model=model,
-        manifest=manifest,
-        faces=faces,
-        device=device,
-        min_face_size=min_face_size,
-        max_faces=max_faces,
-        backend=backend,
-        precision=precision,
-        tuning=tuning,
-        crop_margin=crop_margin,
-        strict=strict,
-        batch_size=batch_size,
-        workers=workers,
-        recursive=recursive,
-        resume=resume,
-        wait=wait,
-        save_raw=save_raw,
+        Path(source), Path(out) if out is not None else Path("reports/predict"), locals()
     )
     outcome = PredictRun(config).run(progress=progress, notify=notify)
     return PredictResult.read(Path(outcome.summary["out"]), outcome.summary)
 
 
-def _eval_settings(**settings: Any) -> dict[str, Any]:
-    """``EvalConfig`` fields from the API's keywords, checked as the commands check them."""
-    _choice("faces", settings["faces"], (None, "none", "detect", "box"))
-    _choice("device", settings["device"], ("auto", "cpu", "cuda"))
-    _choice("backend", settings["backend"], ("auto", "onnxruntime", "torch"))
-    _choice("precision", settings["precision"], ("auto", "fp32", "fp16"))
-    _choice("tuning", settings["tuning"], ("auto", "manifest", "retune"))
-    _at_least("folds", settings["folds"], 2)
-    _at_least("n_boot", settings["n_boot"], 100)
-    _at_least("batch_size", settings["batch_size"], 1)
-    _at_least("workers", settings["workers"], 1)
-    for key in ("root", "labels", "out_root", "manifest"):
+def _eval_fields(call: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``EvalConfig`` fields among a call's keyword options (by name), checked as the
+    commands check them, with the execution options made into one ``ExecutionConfig``."""
+    from agebench.runner.evaluate import EvalConfig
+
+    check_choice("faces", call["faces"], (None, *FACES_MODES))
+    check_range("folds", call["folds"], 2)
+    check_range("n_boot", call["n_boot"], 100)
+    settings = {f.name: call[f.name] for f in fields(EvalConfig) if f.name in call}
+    settings["execution"] = ExecutionConfig.from_options(call)
+    for key in ("root", "labels", "out_root", "out", "manifest"):
         if settings.get(key) is not None:
             settings[key] = Path(settings[key])
     settings["columns"] = dict(settings["columns"] or {})
@@ -415,9 +362,9 @@ def evaluate(
     options: Mapping[str, Any] | None = None,
     folds: int = 5,
     seed: int = 0,
-    faces: Literal["none", "detect", "box"] | None = None,
+    faces: FacesMode | None = None,
     batch_size: int | None = None,
-    device: DeviceName = "auto",
+    device: Device = "auto",
     workers: int | None = None,
     out_root: str | os.PathLike[str] = "reports",
     out: str | os.PathLike[str] | None = None,
@@ -426,9 +373,9 @@ def evaluate(
     reuse: bool = True,
     wait: bool = False,
     strict: bool = False,
-    backend: BackendName = "auto",
-    precision: PrecisionName = "auto",
-    tuning: TuningName = "auto",
+    backend: Backend = "auto",
+    precision: Precision = "auto",
+    tuning: Tuning = "auto",
     progress: Progress | None = None,
     notify: Notify | None = None,
 ) -> EvalResult:
@@ -442,36 +389,8 @@ def evaluate(
     """
     from agebench.runner.evaluate import EvalConfig, EvalRun
 
-    settings = _eval_settings(
-        root=root,
-        manifest=manifest,
-        labels=labels,
-        out_root=out_root,
-        columns=columns,
-        options=options,
-        faces=faces,
-        device=device,
-        backend=backend,
-        precision=precision,
-        tuning=tuning,
-        folds=folds,
-        n_boot=n_boot,
-        batch_size=batch_size,
-        workers=workers,
-    )
-    config = EvalConfig(
-        bench=bench,
-        model=str(model),
-        split=split,
-        protocol=protocol,
-        seed=seed,
-        out=Path(out) if out is not None else None,
-        under_age=under_age,
-        reuse=reuse,
-        wait=wait,
-        strict=strict,
-        **settings,
-    )
+    settings = _eval_fields(locals())
+    config = EvalConfig(**{**settings, "model": str(model)})
     outcome = EvalRun(config).run(progress=progress, notify=notify)
     return EvalResult.read(outcome.out.resolve(), outcome.summary, reused=outcome.reused)
 
@@ -486,15 +405,15 @@ def compare(
     labels: str | os.PathLike[str] | None = None,
     columns: Mapping[str, str] | None = None,
     options: Mapping[str, Any] | None = None,
-    faces: Literal["none", "detect", "box"] | None = None,
+    faces: FacesMode | None = None,
     folds: int = 5,
     seed: int = 0,
     batch_size: int | None = None,
-    device: DeviceName = "auto",
+    device: Device = "auto",
     workers: int | None = None,
-    backend: BackendName = "auto",
-    precision: PrecisionName = "auto",
-    tuning: TuningName = "auto",
+    backend: Backend = "auto",
+    precision: Precision = "auto",
+    tuning: Tuning = "auto",
     out_root: str | os.PathLike[str] = "reports",
     n_boot: int = 2000,
     alpha: float = 0.05,
@@ -511,27 +430,9 @@ def compare(
 
     if isinstance(models_or_runs, str | os.PathLike):
         raise TypeError("models_or_runs: expected a list of models or run folders, got one")
-    _at_least("alpha", alpha, 0.0, 1.0)
-    eval_kwargs = _eval_settings(
-        bench=bench,
-        root=root,
-        split=split,
-        protocol=protocol,
-        labels=labels,
-        columns=columns,
-        options=options,
-        folds=folds,
-        seed=seed,
-        faces=faces,
-        batch_size=batch_size,
-        device=device,
-        workers=workers,
-        backend=backend,
-        precision=precision,
-        tuning=tuning,
-        out_root=out_root,
-        n_boot=n_boot,
-    )
+    check_range("alpha", alpha, 0.0, 1.0)
+    # every model's eval: these options' EvalConfig fields, each model added by run_compare
+    eval_kwargs = _eval_fields(locals())
     outcome = run_compare(
         [os.fspath(item) for item in models_or_runs],
         eval_kwargs if bench or root else None,

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agebench.core.errors import AgebenchError
-
-FacesMode = Literal["none", "detect", "box"]
+from agebench.core.types import FacesMode
 
 
 class BenchmarkError(AgebenchError):

@@ -18,11 +18,13 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
+from agebench.core.config import REFERENCE_CPU
 from agebench.core.errors import AgebenchError
+from agebench.core.types import AgeStatistic
 from agebench.models.manifest import ModelSpec, spec_to_dict
 
 METADATA_KEY = "agebench.manifest"
@@ -51,7 +53,7 @@ class GateReport:
     #: fp16 keeps about three significant digits whatever the output's scale
     tolerance_relative: bool = False
     #: "max": every face's age within ``age_tolerance``; "mean": the mean |difference|
-    age_statistic: Literal["max", "mean"] = "max"
+    age_statistic: AgeStatistic = "max"
     #: the input sets whose differences decide ``passed`` (the others are reported)
     gated_sets: tuple[str, ...] = ("random", "real")
     #: set ("random", "real") -> graph output -> max |onnxruntime - reference|
@@ -392,7 +394,7 @@ def run_gate(
     age_tolerance: float,
     n_random: int = 8,
     seed: int = 0,
-    age_statistic: Literal["max", "mean"] = "max",
+    age_statistic: AgeStatistic = "max",
     gate_random: bool = True,
     tolerance_relative: bool = False,
 ) -> GateReport:
@@ -406,7 +408,7 @@ def run_gate(
     import onnxruntime as ort
 
     from agebench.core.metrics import cumulative_score, mean_absolute_error
-    from agebench.models.predictor import Predictor
+    from agebench.runner.pipeline import build_predictor
 
     report = GateReport(
         model=spec.name,
@@ -433,7 +435,9 @@ def run_gate(
     else:
         report.failures.append("the graph's metadata_props did not keep the preprocessing")
     spec = replace(spec, sha256=report.sha256)
-    predictor = Predictor(spec, device="cpu")
+    # a bare predictor, no preparer: the graph is not registered yet, and the chips are cut
+    # by load_chips at full size, the same pixels for every gate on every machine
+    predictor = build_predictor(spec, REFERENCE_CPU)
 
     rng = np.random.default_rng(seed)
     shape = (max(n_random, 3), spec.input.height, spec.input.width, 3)

@@ -36,20 +36,19 @@ import contextlib
 import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from agebench.core.config import REFERENCE_CPU
 from agebench.core.errors import AgebenchError
+from agebench.core.types import QUANTIZE_TARGETS, QuantizeTarget
 from agebench.models.manifest import ModelSpec
 from agebench.models.variants import GATES
 
 if TYPE_CHECKING:
     from agebench.build.convert import Conversion, Reference
     from agebench.build.pull import BuildResult, FacesDir, StageCallback
-
-Target = Literal["fp16", "int8"]
-TARGETS: tuple[str, ...] = ("fp16", "int8")
 
 
 _CALIBRATION_BATCH = 8
@@ -152,8 +151,7 @@ def calibration_crops(
     from agebench.benchmarks.registry import get_benchmark
     from agebench.benchmarks.spec import LoadOptions
     from agebench.runner.config import DetectConfig
-    from agebench.runner.faces import FacePreparer, needs_detector
-    from agebench.runner.reconcile import plan_ready_crops
+    from agebench.runner.pipeline import PredictStack
 
     benchmark = get_benchmark(bench)
     opts = dict(options or {})
@@ -161,18 +159,14 @@ def calibration_crops(
     mode = benchmark.faces_for(opts)
     if mode == "box" and not any(r.box for r in data.records):
         mode = "detect"
-    detector = None
-    if needs_detector(mode, spec.crop):
-        from agebench.faces.detect import FaceDetector
-
-        detector = FaceDetector(device="cpu")
-    plan = (
-        plan_ready_crops(benchmark.ready_crop(opts), spec.crop, bench=bench)
-        if mode == "none"
-        else None
-    )
-    size = (spec.input.height, spec.input.width)
-    preparer = FacePreparer(spec.crop, size, mode, DetectConfig(max_faces=1), detector, plan)
+    preparer = PredictStack.build(
+        spec,
+        mode,
+        REFERENCE_CPU,
+        detect=DetectConfig(max_faces=1),  # one face per record, as eval scores it
+        ready_crop=benchmark.ready_crop(opts),
+        source=bench,
+    ).preparer
     crops: list[np.ndarray] = []
     # a few spares for images that fail or show no face
     for record in _spread(data.records, limit + max(8, limit // 4)):
@@ -302,7 +296,7 @@ def _to_int8(
         quantize_static,
     )
 
-    from agebench.models.predictor import Predictor
+    from agebench.runner.pipeline import build_predictor
 
     source = _preprocessed(spec.file, tmp)
     try:
@@ -310,7 +304,7 @@ def _to_int8(
             with _quiet():
                 quantize_dynamic(str(source), str(out), weight_type=QuantType.QUInt8)
             return {"method": "int8 dynamic (uint8 weights, activation ranges per batch)"}
-        predictor = Predictor(spec, device="cpu", verify=False)
+        predictor = build_predictor(spec, REFERENCE_CPU, verify=False)  # quantize() verified
         tensor = predictor.preprocess(calibration)
         graph = onnx.load(str(source), load_external_data=False).graph
         outputs = {o.name for o in graph.output}
@@ -348,7 +342,7 @@ def _to_int8(
 
 def quantize(
     spec: ModelSpec,
-    to: Target,
+    to: QuantizeTarget,
     *,
     calibration: np.ndarray | None = None,
     calibration_source: str | None = None,
@@ -373,7 +367,7 @@ def quantize(
     from agebench.models.hashing import verify_model_sha256
 
     if to not in GATES:
-        raise AgebenchError(f"--to {to!r}: one of {', '.join(TARGETS)}")
+        raise AgebenchError(f"--to {to!r}: one of {', '.join(QUANTIZE_TARGETS)}")
     if calibration is not None and to != "int8":
         raise AgebenchError("calibration data is for int8 only")
     if calibration is not None:
@@ -448,7 +442,7 @@ def quantize(
 
 def quantize_model(
     model: str,
-    to: Target,
+    to: QuantizeTarget,
     *,
     calibrate_on: str | None = None,
     root: Path | None = None,

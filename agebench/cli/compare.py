@@ -21,9 +21,10 @@ from agebench.cli.common import (
     friendly_errors,
     image_progress,
     parse_pairs,
-    run_options,
     shown,
 )
+from agebench.core.config import ExecutionConfig
+from agebench.core.types import FacesMode
 
 #: the pairs printed on the terminal; the report has them all
 MAX_PAIRS_PRINTED = 10
@@ -32,7 +33,6 @@ MAX_PAIRS_PRINTED = 10
 @click.command("compare")
 @click.argument("models_or_runs", nargs=-1, required=True)
 @benchmark_options(required=False)
-@run_options
 @execution_options
 @click.option(
     "--out-root",
@@ -71,19 +71,14 @@ def compare(
     labels: Path | None,
     columns: tuple[str, ...],
     options: tuple[str, ...],
-    faces: str | None,
+    faces: FacesMode | None,
     folds: int,
     seed: int,
-    batch_size: int | None,
-    device: str,
-    workers: int | None,
-    backend: str,
-    precision: str,
-    tuning: str,
     out_root: Path,
     n_boot: int,
     alpha: float,
     target: str | None,
+    execution: ExecutionConfig,
 ) -> None:
     """Compare models (run on one benchmark) or finished eval runs, record by record.
 
@@ -114,19 +109,14 @@ def compare(
             labels=labels,
             columns=parse_pairs(columns, "--column"),
             options=parse_pairs(options, "--option"),
-            faces=faces,  # type: ignore[arg-type]
+            faces=faces,
             folds=folds,
             seed=seed,
-            batch_size=batch_size,
-            device=device,  # type: ignore[arg-type]
-            workers=workers,
-            backend=backend,  # type: ignore[arg-type]
-            precision=precision,  # type: ignore[arg-type]
-            tuning=tuning,  # type: ignore[arg-type]
             out_root=out_root,
             n_boot=n_boot,
             alpha=alpha,
             target=target,
+            **execution.as_options(),
             progress=on_progress,
         )
     print_comparison(result)

@@ -21,9 +21,10 @@ from agebench.cli.common import (
     parse_pairs,
     print_decoder_warnings,
     run_folder_options,
-    run_options,
     shown,
 )
+from agebench.core.config import ExecutionConfig
+from agebench.core.types import FacesMode
 from agebench.models.catalog import DEFAULT_MODEL
 
 #: the label problems listed on the terminal; the report has them all
@@ -40,7 +41,7 @@ MAX_PROBLEMS_PRINTED = 5
     "'{fold}' in a name picks one model per fold.",
 )
 @click.option("--manifest", type=click.Path(path_type=Path, dir_okay=False), default=None)
-@run_options
+@execution_options
 @click.option(
     "--out-root", type=click.Path(path_type=Path), default=Path("reports"), show_default=True
 )
@@ -67,7 +68,6 @@ MAX_PROBLEMS_PRINTED = 5
     help="Reuse a finished or interrupted run of the same model on the same data.",
 )
 @run_folder_options
-@execution_options
 @friendly_errors
 def eval_command(
     bench: str,
@@ -81,10 +81,7 @@ def eval_command(
     options: tuple[str, ...],
     folds: int,
     seed: int,
-    faces: str | None,
-    batch_size: int | None,
-    device: str,
-    workers: int | None,
+    faces: FacesMode | None,
     out_root: Path,
     out: Path | None,
     under_age: float,
@@ -92,9 +89,7 @@ def eval_command(
     reuse: bool,
     wait: bool,
     strict: bool,
-    backend: str,
-    precision: str,
-    tuning: str,
+    execution: ExecutionConfig,
 ) -> None:
     """Score a model on a benchmark laid out as its authors publish it."""
     with ProgressBar("eval") as on_progress:
@@ -110,10 +105,7 @@ def eval_command(
             options=parse_pairs(options, "--option"),
             folds=folds,
             seed=seed,
-            faces=faces,  # type: ignore[arg-type]
-            batch_size=batch_size,
-            device=device,  # type: ignore[arg-type]
-            workers=workers,
+            faces=faces,
             out_root=out_root,
             out=out,
             under_age=under_age,
@@ -121,9 +113,7 @@ def eval_command(
             reuse=reuse,
             wait=wait,
             strict=strict,
-            backend=backend,  # type: ignore[arg-type]
-            precision=precision,  # type: ignore[arg-type]
-            tuning=tuning,  # type: ignore[arg-type]
+            **execution.as_options(),
             progress=on_progress,
             notify=notify_wait,
         )

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from agebench.cli.common import F, console, friendly_errors
 from agebench.core.errors import AgebenchError
+from agebench.core.types import QUANTIZE_TARGETS, QuantizeTarget
 
 _FACES_DIR_HELP = (
     "Real face chips for the gate, named '[age]_...jpg' (default: $AGEBENCH_GATE_FACES, or the "
@@ -269,7 +270,7 @@ def models_convert_torch(
 
 @click.command("quantize")
 @click.argument("name")
-@click.option("--to", "to", type=click.Choice(["fp16", "int8"]), required=True)
+@click.option("--to", "to", type=click.Choice(QUANTIZE_TARGETS), required=True)
 @click.option(
     "--calibrate-on",
     default=None,
@@ -303,7 +304,7 @@ def models_convert_torch(
 @friendly_errors
 def models_quantize(
     name: str,
-    to: str,
+    to: QuantizeTarget,
     calibrate_on: str | None,
     root: Path | None,
     calibration_chips: Path | None,
@@ -318,7 +319,7 @@ def models_quantize(
 
     result = quantize_model(
         name,
-        to,  # type: ignore[arg-type]
+        to,
         calibrate_on=calibrate_on,
         root=root,
         calibration_chips=calibration_chips,

@@ -19,8 +19,9 @@ from agebench.cli.common import (
     notify_wait,
     print_decoder_warnings,
     run_folder_options,
-    run_options,
 )
+from agebench.core.config import ExecutionConfig
+from agebench.core.types import PREDICT_FACES_MODES, PredictFacesMode
 from agebench.models.catalog import DEFAULT_MODEL
 
 #: the failures listed on the terminal; summary.json has them all
@@ -50,7 +51,7 @@ MAX_FAILURES_PRINTED = 10
 )
 @click.option(
     "--faces",
-    type=click.Choice(["detect", "none"]),
+    type=click.Choice(PREDICT_FACES_MODES),
     default="detect",
     show_default=True,
     help="detect: find faces with MTCNN; none: every image is a ready face crop.",
@@ -87,7 +88,6 @@ MAX_FAILURES_PRINTED = 10
     "--save-raw", is_flag=True, help="Also write raw model outputs (probabilities, ranks...)."
 )
 @run_folder_options
-@run_options
 @execution_options
 @friendly_errors
 def predict(
@@ -95,9 +95,7 @@ def predict(
     out: Path,
     model: str | None,
     manifest: Path | None,
-    faces: str,
-    batch_size: int | None,
-    device: str,
+    faces: PredictFacesMode,
     min_face_size: int,
     max_faces: int | None,
     recursive: bool,
@@ -106,10 +104,7 @@ def predict(
     save_raw: bool,
     wait: bool,
     strict: bool,
-    workers: int | None,
-    backend: str,
-    precision: str,
-    tuning: str,
+    execution: ExecutionConfig,
 ) -> None:
     """Estimate the age of every face in the images under INPUT."""
     with ProgressBar() as on_progress:
@@ -118,7 +113,7 @@ def predict(
             out,
             model=model or DEFAULT_MODEL,
             manifest=manifest,
-            faces=faces,  # type: ignore[arg-type]
+            faces=faces,
             min_face_size=min_face_size,
             max_faces=max_faces,
             crop_margin=crop_margin,
@@ -127,12 +122,7 @@ def predict(
             save_raw=save_raw,
             wait=wait,
             strict=strict,
-            batch_size=batch_size,
-            device=device,  # type: ignore[arg-type]
-            workers=workers,
-            backend=backend,  # type: ignore[arg-type]
-            precision=precision,  # type: ignore[arg-type]
-            tuning=tuning,  # type: ignore[arg-type]
+            **execution.as_options(),
             progress=on_progress,
             notify=notify_wait,
         )

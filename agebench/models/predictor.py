@@ -10,21 +10,18 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from agebench.core.errors import AgebenchError, ManifestError
+from agebench.core.types import Backend, Device, Precision, Tuning
 from agebench.models.decoders import Decoder, build_decoder
 from agebench.models.engine import DeviceEngine, Engine
 from agebench.models.hashing import verify_model_sha256
 from agebench.models.manifest import ModelSpec
 from agebench.models.ort_engine import GPU_PROVIDERS, OrtEngine, SessionSettings
 from agebench.models.tuning import cached_settings, tune
-
-Device = Literal["auto", "cpu", "cuda"]
-Backend = Literal["auto", "onnxruntime", "torch"]
-Tuning = Literal["manifest", "auto", "retune"]
 
 
 def available_cores() -> int:
@@ -115,7 +112,7 @@ class Predictor:
         verify: bool = True,
         tuning: Tuning = "manifest",
         backend: Backend = "auto",
-        precision: str = "auto",
+        precision: Precision = "auto",
     ) -> None:
         import onnxruntime as ort
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from agebench.benchmarks.spec import ReadyCrop
+from agebench.core.config import ExecutionConfig
+from agebench.core.types import FacesMode
 from agebench.models.catalog import DEFAULT_MODEL
-from agebench.models.predictor import Backend, Device, Tuning
-
-FacesMode = Literal["detect", "none", "box"]
 
 
 @dataclass(frozen=True)
@@ -30,9 +29,9 @@ class PredictConfig:
     model: str = DEFAULT_MODEL
     manifest: Path | None = None
     faces: FacesMode = "detect"
-    #: None: the engine's preferred batch (64 on a CPU, 256 on a GPU)
-    batch_size: int | None = None
-    device: Device = "auto"
+    #: device, backend, precision (torch on CUDA runs fp16 when "auto" and the model's fp16
+    #: variant passed its gate), onnxruntime tuning, batch size and worker threads
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
     recursive: bool = True
     resume: bool = True
@@ -42,17 +41,12 @@ class PredictConfig:
     #: being scored with the warning in its notes
     strict: bool = False
     save_raw: bool = False
-    workers: int | None = None
-    #: onnxruntime settings: measured fastest on this machine (auto), or the manifest's
-    tuning: Tuning = "auto"
-    backend: Backend = "auto"
-    #: torch on CUDA runs fp16 when "auto" and the model's fp16 variant passed its gate
-    precision: str = "auto"
     #: what a ready crop is under --faces none (tight by default; APPA-style crops carry margin)
     ready_crop: ReadyCrop = field(default_factory=lambda: ReadyCrop(kind="tight"))
 
     def fingerprint(self) -> dict[str, Any]:
-        """The settings a resumed run must share with the run it continues."""
+        """The settings a resumed run must share with the run it continues (keys and values
+        as every earlier version wrote them: the run identity's digest depends on them)."""
         return {
             "input": str(self.input.resolve()),
             "faces": self.faces,
@@ -61,5 +55,5 @@ class PredictConfig:
             "save_raw": self.save_raw,
             "strict": self.strict,
             "ready_crop": asdict(self.ready_crop) if self.faces == "none" else None,
-            "precision": self.precision,
+            "precision": self.execution.precision,
         }

@@ -21,20 +21,21 @@ from typing import Any
 
 from agebench.benchmarks.registry import get_benchmark
 from agebench.benchmarks.spec import LoadOptions, Record
+from agebench.core.config import ExecutionConfig
 from agebench.core.errors import AgebenchError
 from agebench.core.metrics import compute_metrics
 from agebench.core.metrics.groups import compute_group_metrics
 from agebench.core.provenance import provenance
-from agebench.faces.detect import FaceDetector
+from agebench.core.types import FacesMode
 from agebench.findings import declared_training, eval_findings
 from agebench.models.catalog import DEFAULT_MODEL, resolve_model
 from agebench.models.manifest import ModelSpec, spec_digest
-from agebench.models.predictor import Backend, Device, Predictor, Tuning, available_cores
+from agebench.models.predictor import available_cores
 from agebench.report.write import REPORT_HTML, REPORT_MD, write_report
 from agebench.runner import sink
 from agebench.runner.config import DetectConfig
 from agebench.runner.eval_rows import eval_row
-from agebench.runner.faces import FacePreparer, FacesMode, Job, PreparedImage, needs_detector
+from agebench.runner.faces import Job, PreparedImage
 from agebench.runner.fingerprint import data_fingerprint, label_file_sha256
 from agebench.runner.imageio import has_decoder_warning
 from agebench.runner.ownership import RunIdentity, claim, owned_folder
@@ -44,12 +45,7 @@ from agebench.runner.partial import (
     record_key,
     rows_in_order,
 )
-from agebench.runner.pipeline import (
-    Notify,
-    ProgressCallback,
-    share_cores_with_workers,
-    torch_device,
-)
+from agebench.runner.pipeline import Notify, PredictStack, ProgressCallback
 from agebench.runner.reconcile import plan_ready_crops
 from agebench.runner.stages import BatchRunner
 
@@ -73,12 +69,7 @@ class EvalConfig:
     folds: int = 5
     seed: int = 0
     faces: FacesMode | None = None
-    batch_size: int | None = None
-    device: Device = "auto"
-    workers: int | None = None
-    tuning: Tuning = "auto"
-    backend: Backend = "auto"
-    precision: str = "auto"
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     out_root: Path = Path("reports")
     out: Path | None = None
     under_age: float = 18.0
@@ -192,7 +183,11 @@ class EvalRun:
                     "version": self.bench.version,
                     "fingerprint": self.fingerprint,
                 },
-                "settings": {**key, "precision": config.precision, "strict": config.strict},
+                "settings": {
+                    **key,
+                    "precision": config.execution.precision,
+                    "strict": config.strict,
+                },
             },
         )
 
@@ -315,40 +310,21 @@ class EvalRun:
             return 0
         config = self.config
         loading = time.perf_counter()
-        predictor = Predictor(
+        stack = PredictStack.build(
             spec,
-            device=config.device,
-            tuning=config.tuning,
-            backend=config.backend,
-            precision=config.precision,
-        )
-        record = self.execution
-        record.provider = predictor.provider
-        record.engine = predictor.execution
-        workers = config.workers or available_cores()
-        detector = None
-        record.detector_device = None
-        if needs_detector(self.faces, spec.crop):
-            record.detector_device = torch_device(config.device)
-            share_cores_with_workers(workers)
-            detector = FaceDetector(
-                device=record.detector_device, min_face_size=config.min_face_size
-            )
-        plan = (
-            plan_ready_crops(self.ready, spec.crop, bench=self.bench.name)
-            if self.faces == "none"
-            else None
-        )
-        record.crop_plan = plan.describe() if plan else None
-        preparer = FacePreparer(
-            spec.crop,
-            predictor.input_size,
             self.faces,
-            DetectConfig(max_faces=1),
-            detector,
-            plan,
+            config.execution,
+            # one face per record: the largest, or the one overlapping the given box
+            detect=DetectConfig(min_face_size=config.min_face_size, max_faces=1),
+            ready_crop=self.ready,
+            source=self.bench.name,
             strict=config.strict,
         )
+        record = self.execution
+        record.provider = stack.predictor.provider
+        record.engine = stack.predictor.execution
+        record.detector_device = stack.detector_device
+        record.crop_plan = stack.crop_plan
         root = config.root
         count = 0
         self.load_seconds += time.perf_counter() - loading
@@ -365,7 +341,12 @@ class EvalRun:
             count += 1
             report("advance", 1)
 
-        runner = BatchRunner(preparer, predictor, batch_size=config.batch_size, workers=workers)
+        runner = BatchRunner(
+            stack.preparer,
+            stack.predictor,
+            batch_size=config.execution.batch_size,
+            workers=stack.workers,
+        )
         record.runner_settings = runner.describe()
         jobs = (
             Job(root / r.image, Path(r.image), box=r.box, key=i, hash_content=True) for i, r in todo
@@ -437,7 +418,7 @@ class EvalRun:
                 "reconciliation": self.execution.crop_plan,
             },
             "execution": {
-                "device": config.device,
+                "device": config.execution.device,
                 "onnx_provider": self.execution.provider,
                 "engine": self.execution.engine,
                 **self.execution.runner_settings,

@@ -6,11 +6,12 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from agebench.core.fileread import DEFAULT_MAX_FILE_BYTES, read_image_bytes
+from agebench.core.types import FacesMode
 from agebench.faces.align import box_matrix, crop_matrix, warp
 from agebench.faces.crop import CropSpec
 from agebench.faces.detect import Face, FaceDetector
@@ -20,7 +21,6 @@ from agebench.runner.reconcile import ReadyCropPlan
 
 NO_FACE = "no face found"
 NO_FACE_IN_BOX = "no detected face overlaps the given box"
-FacesMode = Literal["detect", "none", "box"]
 Box = tuple[float, float, float, float]
 #: a detection must overlap a given box this much to be taken as that box's face
 _MIN_IOU = 0.3

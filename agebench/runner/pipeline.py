@@ -15,14 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agebench.benchmarks.spec import ReadyCrop
+from agebench.core.config import ExecutionConfig
 from agebench.core.errors import AgebenchError
 from agebench.core.provenance import provenance
+from agebench.core.types import FacesMode
 from agebench.faces.detect import FaceDetector
 from agebench.models.catalog import resolve_model
 from agebench.models.manifest import ModelSpec, spec_digest
 from agebench.models.predictor import Predictor, available_cores
 from agebench.runner import sink
-from agebench.runner.config import PredictConfig
+from agebench.runner.config import DetectConfig, PredictConfig
 from agebench.runner.faces import FacePreparer, Job, PreparedImage, needs_detector
 from agebench.runner.imageio import has_decoder_warning
 from agebench.runner.ownership import RunIdentity, claim, owned_folder
@@ -35,6 +38,8 @@ Notify = Callable[[str], None]  # one line for the user: what a waiting run wait
 
 #: exit status of a run in which some images failed or had no face
 EXIT_PARTIAL = 3
+#: ready crops cut tight around the face (UTKFace chips): ``--faces none``'s default
+TIGHT_CROPS = ReadyCrop(kind="tight")
 
 
 @dataclass
@@ -142,10 +147,27 @@ def _relative(path: Path, root: Path) -> Path:
     return Path(path.name) if not root.is_dir() else path.relative_to(root)
 
 
+def build_predictor(
+    spec: ModelSpec, execution: ExecutionConfig, *, verify: bool = True
+) -> Predictor:
+    """The model's predictor as ``execution`` says (device, backend, precision, tuning): the one
+    place that maps an ``ExecutionConfig`` onto a ``Predictor``. ``verify=False`` skips the
+    weights' sha256 check, for a caller that has just checked them itself."""
+    return Predictor(
+        spec,
+        device=execution.device,
+        tuning=execution.tuning,
+        backend=execution.backend,
+        precision=execution.precision,
+        verify=verify,
+    )
+
+
 @dataclass
 class PredictStack:
-    """The model, detector and face preparer of a predict run: built in one place, so that
-    ``agebench predict`` and the Python API (``agebench.load``) prepare faces identically."""
+    """The model, detector and face preparer of a run, built in one place, so that predict,
+    eval, the Python API (``agebench.load``), quantize's calibration and the bench prepare
+    faces identically."""
 
     spec: ModelSpec
     predictor: Predictor
@@ -157,42 +179,79 @@ class PredictStack:
     crop_plan: str | None
 
     @classmethod
-    def build(cls, config: PredictConfig) -> PredictStack:
-        """Resolve and verify the model, load it, and set up detection and cropping as
-        ``config`` says (its input and output folders are not looked at)."""
-        spec = resolve_model(config.model, config.manifest)
-        predictor = Predictor(
-            spec,
-            device=config.device,
-            tuning=config.tuning,
-            backend=config.backend,
-            precision=config.precision,
+    def build(
+        cls,
+        spec: ModelSpec,
+        faces: FacesMode,
+        execution: ExecutionConfig,
+        *,
+        detect: DetectConfig | None = None,
+        ready_crop: ReadyCrop = TIGHT_CROPS,
+        source: str = "input",
+        strict: bool = False,
+    ) -> PredictStack:
+        """Load ``spec`` (its weights verified) and set up detection and cropping for
+        ``faces``: a detector when the mode needs one (``needs_detector``), the ready-crop
+        plan under ``--faces none`` (``ready_crop``: what the images are; ``source`` names
+        them in the error when they are whole photos; ``detect``: the detector's settings,
+        predict's defaults when None)."""
+        return cls.around(
+            build_predictor(spec, execution),
+            faces,
+            execution,
+            detect=detect,
+            ready_crop=ready_crop,
+            source=source,
+            strict=strict,
         )
-        workers = config.workers or available_cores()
+
+    @classmethod
+    def around(
+        cls,
+        predictor: Predictor,
+        faces: FacesMode,
+        execution: ExecutionConfig,
+        *,
+        detect: DetectConfig | None = None,
+        ready_crop: ReadyCrop = TIGHT_CROPS,
+        source: str = "input",
+        strict: bool = False,
+    ) -> PredictStack:
+        """``build`` around a model loaded already: another faces mode over the same model
+        (``AgeEstimator.predict_crops`` on a detecting load) costs no second load."""
+        spec = predictor.spec
+        detect = detect or DetectConfig()
+        workers = execution.workers or available_cores()
         detector_device: str | None = None
         detector = None
-        if needs_detector(config.faces, spec.crop):
-            detector_device = torch_device(config.device)
+        if needs_detector(faces, spec.crop):
+            detector_device = torch_device(execution.device)
             share_cores_with_workers(workers)
-            d = config.detect
             detector = FaceDetector(
                 device=detector_device,
-                min_face_size=d.min_face_size,
-                max_side=d.max_side,
-                retry_pad=d.retry_pad,
+                min_face_size=detect.min_face_size,
+                max_side=detect.max_side,
+                retry_pad=detect.retry_pad,
             )
-        ready = plan_ready_crops(config.ready_crop, spec.crop) if config.faces == "none" else None
+        ready = plan_ready_crops(ready_crop, spec.crop, bench=source) if faces == "none" else None
         preparer = FacePreparer(
-            spec.crop,
-            predictor.input_size,
-            config.faces,
-            config.detect,
-            detector,
-            ready,
-            strict=config.strict,
+            spec.crop, predictor.input_size, faces, detect, detector, ready, strict=strict
         )
         return cls(
             spec, predictor, preparer, workers, detector_device, ready.describe() if ready else None
+        )
+
+    @classmethod
+    def for_predict(cls, config: PredictConfig) -> PredictStack:
+        """The stack of a predict run (or ``agebench.load``): the model resolved and verified,
+        then set up as ``config`` says (its input and output folders are not looked at)."""
+        return cls.build(
+            resolve_model(config.model, config.manifest),
+            config.faces,
+            config.execution,
+            detect=config.detect,
+            ready_crop=config.ready_crop,
+            strict=config.strict,
         )
 
 
@@ -205,10 +264,8 @@ class PredictRun:
     def __init__(self, config: PredictConfig) -> None:
         if not config.input.exists():
             raise AgebenchError(f"{config.input}: input folder not found")
-        if config.batch_size is not None and config.batch_size < 1:
-            raise AgebenchError(f"--batch-size must be at least 1, got {config.batch_size}")
         self.config = config
-        stack = PredictStack.build(config)
+        stack = PredictStack.for_predict(config)
         self.spec, self.predictor, self.preparer = stack.spec, stack.predictor, stack.preparer
         self.workers, self.detector_device = stack.workers, stack.detector_device
         self.crop_plan = stack.crop_plan
@@ -274,7 +331,7 @@ class PredictRun:
         runner = BatchRunner(
             self.preparer,
             self.predictor,
-            batch_size=config.batch_size,
+            batch_size=config.execution.batch_size,
             workers=self.workers,
             save_raw=config.save_raw,
         )
@@ -293,7 +350,7 @@ class PredictRun:
             "manifest": str(self.spec.manifest_path) if self.spec.manifest_path else None,
         }
         execution = {
-            "device": config.device,
+            "device": config.execution.device,
             "onnx_provider": self.predictor.provider,
             "engine": self.predictor.execution,
             "detector_device": self.detector_device,

@@ -32,22 +32,23 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from agebench.benchmarks.spec import ReadyCrop
+from agebench.core.config import ExecutionConfig
 from agebench.core.errors import AgebenchError
 from agebench.core.provenance import provenance
 from agebench.models.catalog import resolve_model
-from agebench.models.predictor import Device, Predictor, available_cores
+from agebench.models.predictor import available_cores
 from agebench.models.tuning import cpu_signature
 from agebench.runner.config import DetectConfig, PredictConfig
 from agebench.runner.evaluate import EvalConfig, EvalRun
-from agebench.runner.faces import FacePreparer, Job
-from agebench.runner.pipeline import PredictRun
+from agebench.runner.faces import Job
+from agebench.runner.pipeline import PredictRun, PredictStack
 from agebench.runner.reconcile import plan_ready_crops
 from agebench.runner.stages import BatchRunner, chunked
 from agebench.speed.gpu import GpuSampler
@@ -70,11 +71,10 @@ class BenchConfig:
     count: int = 2400
     detect_count: int = 960
     detect_min_face: int = BASELINE_MIN_FACE
-    batch_size: int | None = None
-    device: Device = "auto"
+    #: how every measurement runs the model; the naive loop (b) at the manifest's tuning
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     crop_margin: float = 0.0
     baseline_python: Path | None = None
-    workers: int | None = None
     rounds: int = 3
 
 
@@ -142,8 +142,9 @@ class Bench:
     # -- the stages --------------------------------------------------------------------
 
     def naive_loop(self, images: list[Path]) -> dict[str, Any]:
-        predictor = Predictor(self.spec, device=self.config.device)
-        preparer = self._preparer(predictor)
+        # naive: the manifest's session settings, nothing measured
+        stack = self._stack(replace(self.config.execution, tuning="manifest"))
+        predictor, preparer = stack.predictor, stack.preparer
         preparer(images[0], Path(images[0].name))
         started = time.perf_counter()
         for path in images:
@@ -158,12 +159,13 @@ class Bench:
         )
 
     def stages_alone(self, images: list[Path]) -> tuple[dict[str, Any], dict[str, Any]]:
-        predictor = Predictor(self.spec, device=self.config.device, tuning="auto")
+        stack = self._stack(self.config.execution)
+        predictor = stack.predictor
         runner = BatchRunner(
-            self._preparer(predictor),
+            stack.preparer,
             predictor,
-            batch_size=self.config.batch_size,
-            workers=self.config.workers or self.cores,
+            batch_size=self.config.execution.batch_size,
+            workers=stack.workers,
         )
         jobs = [Job(p, Path(p.name), hash_content=True) for p in images]
         chunks = list(chunked(jobs, runner.chunk_size))
@@ -203,9 +205,7 @@ class Bench:
                 options={"crop": crop},
                 model=self.config.model,
                 faces="none",
-                batch_size=self.config.batch_size,
-                device=self.config.device,
-                workers=self.config.workers,
+                execution=self.config.execution,
                 out=self.config.out / "eval",
                 reuse=False,
                 n_boot=200,
@@ -236,10 +236,8 @@ class Bench:
             model=self.config.model,
             faces="detect",
             detect=detect,
-            batch_size=self.config.batch_size,
-            device=self.config.device,
+            execution=self.config.execution,
             resume=False,
-            workers=self.config.workers,
         )
         outcome = PredictRun(config).run()
         summary = outcome.summary
@@ -351,10 +349,9 @@ class Bench:
             "provenance": provenance(),
         }
 
-    def _preparer(self, predictor: Predictor) -> FacePreparer:
-        return FacePreparer(
-            self.spec.crop, predictor.input_size, "none", DetectConfig(), None, self.plan
-        )
+    def _stack(self, execution: ExecutionConfig) -> PredictStack:
+        """The model and ``--faces none`` preparer the runner would build for these chips."""
+        return PredictStack.build(self.spec, "none", execution, ready_crop=self.ready)
 
 
 def _truth(labels: Path) -> list[float]:

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from agebench.core.config import ExecutionConfig
 from agebench.faces.align import crop_matrix, warp
 from agebench.models.catalog import ModelCatalog
 from agebench.models.predictor import Predictor
@@ -80,7 +81,11 @@ def test_predict_ready_crops(benchmark, shared_faces: Path, tmp_path: Path):
     def run() -> dict:
         return run_predict(
             PredictConfig(
-                input=shared_faces, out=tmp_path / "none", faces="none", resume=False, device="cpu"
+                input=shared_faces,
+                out=tmp_path / "none",
+                faces="none",
+                resume=False,
+                execution=ExecutionConfig(device="cpu"),
             )
         ).summary
 

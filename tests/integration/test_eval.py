@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from agebench.cli import main
-from agebench.runner import evaluate
+from agebench.core.config import ExecutionConfig
+from agebench.runner import pipeline
 from agebench.runner.evaluate import EvalConfig, run_eval
 from tests.conftest import chip_age
 
@@ -55,7 +56,7 @@ def test_utkface_layout_scores_match_independent_recomputation(
     def no_inference(*args, **kwargs):
         raise AssertionError("a rerun must not run the model")
 
-    monkeypatch.setattr(evaluate, "Predictor", no_inference)
+    monkeypatch.setattr(pipeline, "Predictor", no_inference)
     second = run_eval(config)
     assert second.reused and second.out == first.out
     assert second.summary["metrics"] == summary["metrics"]
@@ -168,7 +169,11 @@ def test_given_boxes_with_several_faces_per_photo(face_chips: list[Path], tmp_pa
 def test_interrupted_eval_resumes(face_chips: list[Path], tmp_path: Path):
     root = _utkface_tree(face_chips[:12], tmp_path / "utk")
     config = EvalConfig(
-        bench="utkface", root=root, out_root=tmp_path / "r", n_boot=200, batch_size=4, workers=1
+        bench="utkface",
+        root=root,
+        out_root=tmp_path / "r",
+        n_boot=200,
+        execution=ExecutionConfig(batch_size=4, workers=1),
     )
     advanced = 0
 

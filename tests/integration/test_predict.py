@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from agebench.cli import main
+from agebench.core.config import ExecutionConfig
 from agebench.runner.config import PredictConfig
 from agebench.runner.pipeline import EXIT_PARTIAL, run_predict
 from tests.conftest import chip_age
@@ -128,7 +129,8 @@ def _folder_of_chips(face_chips: list[Path], dest: Path, n: int) -> Path:
 def test_interrupted_run_resumes_to_identical_outputs(face_chips: list[Path], tmp_path: Path):
     src = _folder_of_chips(face_chips, tmp_path / "in", 12)
     full = tmp_path / "full"
-    run_predict(PredictConfig(input=src, out=full, batch_size=4))
+    in_fours = ExecutionConfig(batch_size=4)
+    run_predict(PredictConfig(input=src, out=full, execution=in_fours))
 
     part = tmp_path / "part"
     advanced = 0
@@ -141,13 +143,16 @@ def test_interrupted_run_resumes_to_identical_outputs(face_chips: list[Path], tm
                 raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_predict(PredictConfig(input=src, out=part, batch_size=4), progress=interrupt_after_five)
+        run_predict(
+            PredictConfig(input=src, out=part, execution=in_fours),
+            progress=interrupt_after_five,
+        )
     written = sorted(part.rglob("*.jpg.json"))
     assert 5 <= len(written) < 12
     assert not (part / "summary.json").exists()
     (part / "a" / ".leftover.jpg.json.tmp-99").write_text("{half")  # a write cut short
 
-    outcome = run_predict(PredictConfig(input=src, out=part, batch_size=4, resume=True))
+    outcome = run_predict(PredictConfig(input=src, out=part, execution=in_fours, resume=True))
     assert outcome.summary["counts"]["skipped_resumed"] == len(written)
     assert outcome.summary["counts"]["images"] == 12
     assert (part / "predictions.jsonl").read_text() == (full / "predictions.jsonl").read_text()
