@@ -15,7 +15,7 @@ models that can be pulled without importing this toolchain.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -216,6 +216,36 @@ def _local_doc(
     return final, doc
 
 
+def _register_local(
+    final: str,
+    make: Callable[[Path], Conversion],
+    doc: dict[str, Any],
+    home: Path | None,
+    faces_dir: FacesDir,
+    tolerance: float,
+    age_tolerance: float,
+    force: bool,
+    on_stage: StageCallback | None,
+) -> BuildResult:
+    """Gate and register a local file's conversion (keras or torch): one status, one temporary
+    folder prefix, the default home, for both."""
+    from agebench.models.catalog import agebench_home
+
+    return build_and_register(
+        final,
+        make,
+        doc,
+        home=home if home is not None else agebench_home(),
+        faces_dir=faces_dir,
+        tolerance=tolerance,
+        age_tolerance=age_tolerance,
+        status="converted",
+        force=force,
+        on_stage=on_stage,
+        tmp_prefix=".convert",
+    )
+
+
 def register_keras(
     file: Path,
     *,
@@ -236,7 +266,6 @@ def register_keras(
     ``arch``, its manifest); ``file``, ``sha256`` and ``[gate]`` are always computed here.
     """
     from agebench.core.registry import resolve_target
-    from agebench.models.catalog import agebench_home
 
     if not file.is_file():
         raise AgebenchError(f"{file}: not found")
@@ -273,18 +302,8 @@ def register_keras(
         assert callable(function)
         return function(file, tmp / f"{final}.onnx")
 
-    return build_and_register(
-        final,
-        make,
-        doc,
-        home=home if home is not None else agebench_home(),
-        faces_dir=faces_dir,
-        tolerance=tolerance,
-        age_tolerance=age_tolerance,
-        status="converted",
-        force=force,
-        on_stage=on_stage,
-        tmp_prefix=".convert",
+    return _register_local(
+        final, make, doc, home, faces_dir, tolerance, age_tolerance, force, on_stage
     )
 
 
@@ -310,7 +329,6 @@ def register_torch(
     ``output``s in order); the input shape defaults to one face at the manifest's size.
     """
     from agebench.build.convert.torch_module import convert_torch, is_factory
-    from agebench.models.catalog import agebench_home
 
     if not is_factory(target) and not Path(target).is_file():
         raise AgebenchError(
@@ -357,16 +375,6 @@ def register_torch(
             trust_torchscript=trust_torchscript,
         )
 
-    return build_and_register(
-        final,
-        make,
-        doc,
-        home=home if home is not None else agebench_home(),
-        faces_dir=faces_dir,
-        tolerance=tolerance,
-        age_tolerance=age_tolerance,
-        status="converted",
-        force=force,
-        on_stage=on_stage,
-        tmp_prefix=".convert",
+    return _register_local(
+        final, make, doc, home, faces_dir, tolerance, age_tolerance, force, on_stage
     )

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 from packaging.version import Version
 
-from agebench.build.pull import check_model_name, write_manifest_toml
+from agebench.build.register import check_model_name, write_manifest_toml
 from agebench.core.registry import resolve_target
 from agebench.models.manifest import load_manifest
 from agebench.models.recipes import RECIPES, PullRecipe
