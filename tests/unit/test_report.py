@@ -14,8 +14,8 @@ import pytest
 
 from agebench.core.metrics import compute_metrics
 from agebench.core.metrics.groups import compute_group_metrics
-from agebench.report import render_html, render_markdown, write_report
 from agebench.report import write as write_module
+from agebench.report.write import render_html, render_markdown, write_report
 
 ADIENCE = [(0, 2), (4, 6), (8, 12), (15, 20), (25, 32), (38, 43), (48, 53), (60, 100)]
 
