@@ -178,7 +178,8 @@ class AgeEstimator:
         one ready face crop. An image that cannot be decoded raises ``AgebenchError``.
         """
         single = not isinstance(images, list | tuple)
-        batch = [images] if single else list(images)  # type: ignore[list-item]
+        # object: _job checks each input's type when it is run, naming a wrong one
+        batch: list[object] = list(images) if isinstance(images, list | tuple) else [images]
         jobs = [_job(image, index, self._config.strict) for index, image in enumerate(batch)]
         prepared = self._run(self._stack.preparer, jobs)
         faces = [
@@ -241,7 +242,7 @@ class AgeEstimator:
         return done
 
 
-def _job(image: Any, index: int, strict: bool) -> Job:
+def _job(image: object, index: int, strict: bool) -> Job:
     """One API input as the runner's job: a path is read as a file; bytes are decoded as the
     file's bytes; a Pillow image or an array is taken as decoded pixels."""
     if isinstance(image, str | os.PathLike):

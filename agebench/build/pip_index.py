@@ -40,12 +40,12 @@ def _pip_configuration() -> dict[str, str]:
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return {}
-    values: dict[str, str] = {}
+    listed: dict[str, str] = {}
     for line in listing.splitlines():
         key, sep, value = line.partition("=")
         if sep:
-            values[key.strip()] = value.strip().strip("'\"")
-    return values
+            listed[key.strip()] = value.strip().strip("'\"")
+    return listed
 
 
 def _config_value(config: Mapping[str, str], key: str) -> str | None:

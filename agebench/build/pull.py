@@ -359,7 +359,7 @@ def register_torch(
         layout = table.get("layout", "NCHW")
         input_shape = (1, channels, *size) if layout == "NCHW" else (1, *size, channels)
     heads = doc.get("heads") or []
-    outputs = [h.get("output") for h in heads if isinstance(h, Mapping) and h.get("output")]
+    outputs = [h["output"] for h in heads if isinstance(h, Mapping) and h.get("output")]
     output_names = list(dict.fromkeys(outputs)) or None
 
     def make(tmp: Path) -> Conversion:

@@ -79,7 +79,8 @@ def _paired_points(comparison: Mapping[str, Any], rows_by_model: Mapping[str, Ro
         return _Points(labels, [], [])
     target = comparison.get("target") or "age"
     _, aligned = paired_rows([rows_by_model[label] for label in labels], target)
-    true = [float(true_value(r, target)) for r in aligned[0]]  # type: ignore[arg-type]
+    # paired_rows keeps labelled rows only, so the filter drops nothing: it tells the checker
+    true = [value for r in aligned[0] if (value := true_value(r, target)) is not None]
     preds = [[float(r["pred_age"]) for r in rows] for rows in aligned]
     return _Points(labels, true, preds)
 

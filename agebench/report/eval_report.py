@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
-from agebench.core.metrics.rows import is_scored, true_value
+from agebench.core.metrics.rows import scored_pairs
 from agebench.report import figures
 from agebench.report.cells import DASH, ci_label, num, pct, text, with_ci
 from agebench.report.document import (
@@ -35,11 +35,11 @@ def _one_confidence(metrics: Mapping[str, Mapping[str, Any]]) -> float | None:
 
 def _target_figures(target: str, m: Mapping[str, Any], rows: Rows) -> list[Figure]:
     """The four plots of one target; none without scored rows."""
-    scored = [r for r in rows if is_scored(r, target)]
-    if not scored:
+    true_array, pred_array = scored_pairs(rows, target)
+    if not len(true_array):
         return []
-    true = [true_value(r, target) for r in scored]
-    pred = [float(r["pred_age"]) for r in scored]
+    true: list[float] = true_array.tolist()
+    pred: list[float] = pred_array.tolist()
     return [
         Figure("Cumulative score CS@L, L = 0..20 years", partial(figures.cs_curve, m)),
         Figure(

@@ -173,7 +173,8 @@ def _warp_group(
         big.append(scaled)
     device = images[0].device
     source = torch.stack([image.permute(2, 0, 1) for image in images]).to(torch.float32)
-    grid = _grid(big, tuple(images[0].shape[:2]), (height * k, width * k), device)
+    photo = (images[0].shape[0], images[0].shape[1])
+    grid = _grid(big, photo, (height * k, width * k), device)
     sampled = F.grid_sample(
         source, grid, mode="bilinear", padding_mode="zeros", align_corners=False
     )

@@ -244,6 +244,8 @@ def _decode_opened(
             orientation = read_orientation(image, notes)
         upright = apply_orientation(image, orientation, notes)
         rgb = to_rgb_array(upright, path, notes)
+    # read above on both paths: before decoding for a JPEG, after loading otherwise
+    assert orientation is not None
     if strict:
         _refuse_warnings(path, notes)
     swapped = orientation in AXIS_SWAPPING_ORIENTATIONS

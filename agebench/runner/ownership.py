@@ -79,7 +79,7 @@ class RunIdentity:
             return [f"identity: {recorded!r} there (an earlier agebench), {IDENTITY_SCHEMA!r} here"]
         if previous.get("kind") != self.kind:
             return [f"kind: {previous.get('kind')!r} there, {self.kind!r} here"]
-        found = []
+        found: list[str] = []
         for key, value in self.fields.items():
             old = previous.get(key)
             if old == value:

@@ -79,11 +79,11 @@ def _row_key(row: Mapping[str, Any]) -> str:
     return f"{row['image']}|{row['source']}"
 
 
-def _parse_row(line: bytes | str, run_id: str) -> dict[str, Any] | None:
+def _parse_row(line: bytes, run_id: str) -> dict[str, Any] | None:
     """A whole partial-file row of this run, or None: a line cut short by a crash or a full
     disk (no newline: even when what was written parses, the row may be cut inside a value),
     an unreadable one, or a row another run wrote (another model, manifest or data)."""
-    if not line.endswith(b"\n" if isinstance(line, bytes) else "\n"):
+    if not line.endswith(b"\n"):
         return None
     try:
         row = json.loads(line)

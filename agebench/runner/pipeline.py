@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from agebench.benchmarks.spec import ReadyCrop
 from agebench.core.config import ExecutionConfig
@@ -134,9 +134,12 @@ def _source_stat(path: Path) -> dict[str, int] | None:
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def _matches(record: dict[str, Any] | None, run: str, path: Path | None) -> bool:
+def _matches(
+    record: dict[str, Any] | None, run: str, path: Path | None
+) -> TypeGuard[dict[str, Any]]:
     """Whether a record on disk is this run's: same identity digest (model, manifest,
-    settings) and, when its input is known, the same input file."""
+    settings) and, when its input is known, the same input file. (A TypeGuard: a record
+    that matches is one that was read, so callers use it without another None check.)"""
     if record is None or record.get("run") != run:
         return False
     return path is None or record.get("source") == _source_stat(path)

@@ -255,9 +255,10 @@ class BatchRunner:
 
     def _prepare_on_host(self, jobs: list[Job]) -> PreparedChunk:
         items = self.preparer.prepare_many(jobs)
-        chunk = PreparedChunk(items, [item for item in items if item.crops is not None])
-        if chunk.with_faces:
-            crops = [item.crops for item in chunk.with_faces]
+        cut = [(item, item.crops) for item in items if item.crops is not None]
+        chunk = PreparedChunk(items, [item for item, _ in cut])
+        if cut:
+            crops = [crops for _, crops in cut]
             faces = np.concatenate(crops) if len(crops) > 1 else crops[0]
             for item in chunk.with_faces:
                 item.crops = None  # the tensor holds them now; free the copies
@@ -273,7 +274,9 @@ class BatchRunner:
         from agebench.runner.device_decode import decode_jpegs, warp_batch
 
         engine, ready, size = self.predictor.engine, self.preparer.ready, self.preparer.size
-        assert ready is not None
+        # chunks carry encoded JPEGs only when __init__ chose device decoding: ready crops
+        # and a DeviceEngine
+        assert isinstance(engine, DeviceEngine) and ready is not None
         encoded, chunk.encoded = chunk.encoded, []
         try:
             images = decode_jpegs(
@@ -313,8 +316,8 @@ class BatchRunner:
         raws: list[dict[str, Any]] = []
         for tensor in chunk.inputs:
             result = self.predictor.infer(tensor)
-            for key, values in result.fields.items():
-                fields.setdefault(key, []).extend(_jsonable(values))
+            for key, array in result.fields.items():
+                fields.setdefault(key, []).extend(_jsonable(array))
             if self.save_raw:
                 n = len(next(iter(result.fields.values())))
                 raws.extend(

@@ -313,7 +313,7 @@ class Bench:
 
     def result(self) -> dict[str, Any]:
         rate = {key: row["images_per_second"] for key, row in self.rows.items()}
-        ratios: dict[str, float | None] = {}
+        ratios: dict[str, float] = {}
         if rate.get("c") and rate.get("d"):
             limit = 1.0 / (1.0 / rate["c"] + 1.0 / rate["d"])
             ratios["limit_images_per_second"] = round(limit, 1)
@@ -329,7 +329,7 @@ class Bench:
         targets = {
             name: {"target": target, "met": ratios[name] >= target}
             for name, target in TARGETS.items()
-            if ratios.get(name) is not None
+            if name in ratios
         }
         return {
             "schema": SCHEMA,

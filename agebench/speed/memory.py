@@ -44,10 +44,10 @@ def peak_rss_of(command: list[str], env: dict[str, str] | None = None) -> tuple[
     with os.fdopen(read) as fh:
         text = fh.read()
     os.waitpid(pid, 0)
-    code, peak, seconds = text.split()
+    code, peak_bytes, elapsed = text.split()
     if int(code) not in (0, 3):
         raise AgebenchError(f"{' '.join(command)} exited {code}")
-    return int(peak), float(seconds)
+    return int(peak_bytes), float(elapsed)
 
 
 def _command(kind: str, workload: Any, out: Path) -> list[str]:

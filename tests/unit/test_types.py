@@ -1,5 +1,6 @@
-"""The type checker (``[tool.mypy]`` in pyproject.toml) is clean on the core and the runtime
-layers, checked on every full test run so that CI enforces it, and it does catch a wrong file.
+"""The type checker (``[tool.mypy]`` in pyproject.toml) is clean on every layer, from the CLI and
+the public API down to the core, checked on every full test run so that CI enforces it, and it
+does catch a wrong file.
 
 A cold run (no ``.mypy_cache``) takes about half a minute on two cores, hence ``slow``; later
 runs reuse the cache beside the checkout and take about a second.

@@ -42,7 +42,9 @@ def export_torchscript(
         torch.onnx.export(
             module,
             (example,),
-            buffer,
+            # torch.onnx.export is annotated with paths only, but the TorchScript exporter
+            # (dynamo=False) writes through _export_file, typed io.BytesIO | str
+            buffer,  # type: ignore[arg-type]
             dynamo=False,
             input_names=[input_name],
             output_names=list(output_names),

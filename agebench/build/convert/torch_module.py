@@ -149,6 +149,7 @@ def convert_torch(
     shape = [int(v) for v in input_shape]
     if len(shape) < 2 or any(v < 1 for v in shape):
         raise AgebenchError(f"input shape {input_shape!r}: need a batch dimension and sizes >= 1")
+    origin: dict[str, str | bool]  # where the module came from, for the conversion's notes
     if is_factory(factory):
         module = _build(str(factory))
         origin = {"factory": str(factory)}
