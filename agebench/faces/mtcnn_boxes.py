@@ -3,13 +3,20 @@ order, so that the cascade keeps the boxes facenet keeps, ties included."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from agebench.faces.mtcnn_weights import package_folder
+
+def package_folder(name: str) -> Path | None:
+    """Where an installed package lives, found without importing it."""
+    spec = importlib.util.find_spec(name)
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    return Path(folders[0]) if folders else None
 
 
 def _load_torchvision_nms() -> Callable[[Tensor, Tensor, float], Tensor]:

@@ -25,30 +25,44 @@ DEFAULT_MODEL = "dlib-age-v1"
 
 
 def bundled_weights_dir() -> Path:
-    """``weights/`` beside the package: the embedded default model lives here."""
-    return Path(__file__).resolve().parents[2] / "weights"
+    """``agebench/weights``: the embedded default model, shipped as package data, so a source
+    checkout and an installed wheel find it at the same place beside the code."""
+    return Path(__file__).resolve().parents[1] / "weights"
+
+
+def checkout_root() -> Path | None:
+    """The source checkout agebench runs from (an editable install included), None when it
+    runs from an installed wheel: a checkout has its ``pyproject.toml`` and git beside the
+    package, site-packages has neither."""
+    root = Path(__file__).resolve().parents[2]
+    is_checkout = (root / "pyproject.toml").is_file() and (root / ".git").exists()
+    return root if is_checkout else None
 
 
 def agebench_home() -> Path:
-    """Root for pulled weights and caches; ``AGEBENCH_HOME`` moves it."""
+    """Root of what agebench writes: pulled models (``weights/``) and caches (``cache/``).
+
+    ``AGEBENCH_HOME`` when set; else a source checkout's own folder (its ``weights/`` and
+    ``cache/`` are git-ignored, and its tests' fetched wheels stay with it); else the user's
+    cache directory (``~/.cache/agebench`` on Linux), never inside site-packages.
+    """
     env = os.environ.get("AGEBENCH_HOME")
-    return Path(env).expanduser() if env else bundled_weights_dir().parent
+    if env:
+        return Path(env).expanduser()
+    root = checkout_root()
+    if root is not None:
+        return root
+    import platformdirs
 
-
-#: the models that ship inside agebench (committed in weights/); everything else in that folder
-#: was pulled, converted or quantized into the checkout's own home
-EMBEDDED_MANIFESTS = ("dlib-age-v1.toml",)
+    return Path(platformdirs.user_cache_dir("agebench", appauthor=False))
 
 
 def weights_dirs() -> list[Path]:
-    """``$AGEBENCH_HOME/weights``, then the checkout's ``weights/`` when that is another folder.
+    """``$AGEBENCH_HOME/weights`` (pulled, converted, quantized), then the embedded models.
 
-    From another folder only the embedded models are taken: what was pulled into the checkout
-    belongs to the checkout's home, not to the one ``AGEBENCH_HOME`` chose.
+    A model in the home hides an embedded one of the same name (``ModelCatalog.shadowed``).
     """
-    home = agebench_home() / "weights"
-    bundled = bundled_weights_dir()
-    return [home] if home.resolve() == bundled.resolve() else [home, bundled]
+    return [agebench_home() / "weights", bundled_weights_dir()]
 
 
 @dataclass(frozen=True)
@@ -87,19 +101,15 @@ class ModelCatalog:
             for directory in dirs:
                 self._scan(directory)
         else:
-            home, *others = weights_dirs()
-            self._scan(home)
-            for directory in others:  # the checkout's folder, seen from another home
-                self._scan(directory, only=EMBEDDED_MANIFESTS)
+            for directory in weights_dirs():
+                self._scan(directory)
         if entry_point_group:
             self._registry.load_entry_points(entry_point_group)
 
-    def _scan(self, directory: Path, only: tuple[str, ...] | None = None) -> None:
+    def _scan(self, directory: Path) -> None:
         if not directory.is_dir():
             return
         for path in sorted(directory.glob("*.toml")):
-            if only is not None and path.name not in only:
-                continue
             try:
                 spec = load_manifest(path)
             except ManifestError as error:
@@ -116,8 +126,8 @@ class ModelCatalog:
             self._dir_of[spec.name] = directory
 
     def _shadowed_by_earlier_dir(self, name: str, directory: Path, path: Path) -> bool:
-        """``$AGEBENCH_HOME/weights`` comes before the checkout's: a model there hides one of
-        the same name further down the path. Two manifests of one name in the same folder are
+        """``$AGEBENCH_HOME/weights`` comes before the embedded models: a model there hides
+        one of the same name further down the path. Two manifests of one name in the same folder are
         still refused (by the registry)."""
         earlier = self._dir_of.get(name)
         if earlier is None or earlier == directory:

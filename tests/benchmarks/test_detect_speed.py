@@ -15,7 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from agebench.faces.detect import FaceDetector, _import_mtcnn
+from agebench.faces.detect import FaceDetector
+from tests.fixtures.facenet_reference import facenet_mtcnn
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def _facenet_detect(nets: list, detect_face, rgb: np.ndarray) -> np.ndarray:
 
 @pytest.mark.benchmark(group="detect: 48 chips")
 def test_facenet_per_image_baseline(benchmark, chips: list[np.ndarray]):
-    pnet, rnet, onet, detect_face = _import_mtcnn()
+    pnet, rnet, onet, detect_face = facenet_mtcnn()
     nets = [cls().eval() for cls in (pnet, rnet, onet)]
     found = benchmark.pedantic(
         lambda: [_facenet_detect(nets, detect_face, c) for c in chips], rounds=3, warmup_rounds=1

@@ -19,9 +19,10 @@ import pytest
 import torch
 from PIL import Image
 
-from agebench.faces.detect import Face, FaceDetector, _import_mtcnn
+from agebench.faces.detect import Face, FaceDetector
 from agebench.faces.mtcnn import Detection, MtcnnCascade
 from agebench.faces.mtcnn_resize import integral_cv2, integral_torch
+from tests.fixtures.facenet_reference import facenet_mtcnn
 
 PIXELS = 0.05  # box and landmark tolerance, px
 SCORE = 1e-4
@@ -45,7 +46,7 @@ def cascade() -> MtcnnCascade:
 
 @pytest.fixture(scope="module")
 def facenet():
-    pnet, rnet, onet, detect_face = _import_mtcnn()
+    pnet, rnet, onet, detect_face = facenet_mtcnn()
     nets = [cls().eval() for cls in (pnet, rnet, onet)]
 
     def run(image: np.ndarray) -> list[Detection]:
@@ -199,7 +200,7 @@ def test_black_padded_crop_sums_only_what_is_inside():
 
 def test_detecting_imports_neither_torchvision_nor_facenet():
     """Their imports pull in torch._dynamo (about a second of every detecting run's start);
-    the cascade reads facenet's weight files and loads torchvision's compiled NMS alone."""
+    the cascade reads its shipped weight files and loads torchvision's compiled NMS alone."""
     import subprocess
     import sys
 
@@ -221,10 +222,32 @@ def test_detecting_imports_neither_torchvision_nor_facenet():
     assert done.stdout.splitlines() == ["[0, 2]", "[]"]
 
 
-def test_missing_facenet_weights_say_how_to_install(monkeypatch: pytest.MonkeyPatch):
+def test_shipped_weights_are_facenets_own():
+    """agebench/weights/mtcnn holds facenet-pytorch 2.6.0's data files, byte for byte."""
+    from agebench.faces import mtcnn_weights
+
+    facenet_mtcnn()  # the reference must be importable (fails in CI, skips locally)
+    import facenet_pytorch
+
+    facenet_data = Path(facenet_pytorch.__file__).parent / "data"
+    for path in mtcnn_weights.weight_files():
+        assert path.read_bytes() == (facenet_data / path.name).read_bytes()
+
+
+def test_damaged_weights_are_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from agebench.core.errors import AgebenchError
     from agebench.faces import mtcnn_weights
 
-    monkeypatch.setattr(mtcnn_weights, "package_folder", lambda name: None)
-    with pytest.raises(AgebenchError, match="pip install --no-deps facenet-pytorch"):
-        FaceDetector()
+    for path in mtcnn_weights.weight_files():
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    (tmp_path / "rnet.pt").write_bytes(b"not the weights")
+    monkeypatch.setattr(mtcnn_weights, "MTCNN_DIR", tmp_path)
+    mtcnn_weights.weight_files.cache_clear()
+    try:
+        with pytest.raises(AgebenchError, match=r"rnet\.pt: sha256 [0-9a-f]{64}, not the shipped"):
+            FaceDetector()
+        (tmp_path / "rnet.pt").unlink()
+        with pytest.raises(AgebenchError, match=r"rnet\.pt: MTCNN weights unreadable"):
+            mtcnn_weights.weight_files()
+    finally:
+        mtcnn_weights.weight_files.cache_clear()

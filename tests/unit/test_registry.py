@@ -134,7 +134,7 @@ def test_models_list_shows_plugin_through_the_cli(tmp_path: Path):
 
 
 def test_earlier_weights_folder_shadows_a_later_one(tmp_path: Path):
-    """$AGEBENCH_HOME/weights comes first: the same model pulled there hides the checkout's."""
+    """$AGEBENCH_HOME/weights comes first: the same model pulled there hides an embedded one."""
     home, bundled = tmp_path / "home", tmp_path / "bundled"
     home.mkdir()
     bundled.mkdir()
@@ -143,3 +143,32 @@ def test_earlier_weights_folder_shadows_a_later_one(tmp_path: Path):
     catalog = ModelCatalog([home, bundled], entry_point_group=None)
     assert catalog.get("same").file.name == "home.onnx"
     assert catalog.shadowed["same"].parent == bundled
+
+
+def test_home_is_the_variable_then_the_checkout_then_the_user_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """An installed agebench writes pulled models and caches to the user's cache directory,
+    never beside its code; a checkout is its own home; AGEBENCH_HOME overrides both."""
+    from agebench.models import catalog
+
+    monkeypatch.setenv("AGEBENCH_HOME", str(tmp_path / "chosen"))
+    assert catalog.agebench_home() == tmp_path / "chosen"
+    monkeypatch.delenv("AGEBENCH_HOME")
+    assert catalog.agebench_home() == REPO
+    monkeypatch.setattr(catalog, "checkout_root", lambda: None)  # as from site-packages
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert catalog.agebench_home() == tmp_path / "xdg" / "agebench"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    assert catalog.agebench_home() == tmp_path / "user" / ".cache" / "agebench"
+
+
+def test_the_embedded_model_ships_beside_the_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Whatever the home, dlib-age-v1 comes from agebench/weights (package data)."""
+    from agebench.models.catalog import bundled_weights_dir
+
+    monkeypatch.setenv("AGEBENCH_HOME", str(tmp_path))
+    spec = ModelCatalog(entry_point_group=None).get("dlib-age-v1")
+    assert spec.file == bundled_weights_dir() / "dlib-age-v1.onnx"
+    assert bundled_weights_dir() == REPO / "agebench" / "weights"

