@@ -122,7 +122,7 @@ def default_faces_dir() -> Path | None:
     env = os.environ.get("AGEBENCH_GATE_FACES")
     if env:
         return Path(env).expanduser()
-    from agebench.models.catalog import checkout_root
+    from agebench.core.provenance import checkout_root
 
     root = checkout_root()
     shared = root.parent / "shared" / "faces" / "utkface-48" if root is not None else None

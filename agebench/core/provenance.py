@@ -37,10 +37,23 @@ def package_versions() -> dict[str, str | None]:
     return found
 
 
+def checkout_root() -> Path | None:
+    """The source checkout agebench runs from (an editable install included), None when it
+    runs from an installed wheel: a checkout has its ``pyproject.toml`` and git beside the
+    package, site-packages has neither."""
+    root = Path(__file__).resolve().parents[2]  # agebench/core/provenance.py -> checkout
+    is_checkout = (root / "pyproject.toml").is_file() and (root / ".git").exists()
+    return root if is_checkout else None
+
+
 @lru_cache(maxsize=1)
 def git_commit() -> str | None:
-    """The commit of the agebench checkout in use, with '+dirty' for local changes."""
-    root = Path(__file__).resolve().parents[2]  # agebench/core/provenance.py -> checkout
+    """The commit of the agebench checkout in use, with '+dirty' for local changes; None for
+    an installed wheel (its version says what it is; a git repository that merely contains
+    the virtual environment must not be recorded as agebench's commit)."""
+    root = checkout_root()
+    if root is None:
+        return None
     try:
         commit = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"],

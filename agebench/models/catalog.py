@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agebench.core.errors import AgebenchError, ManifestError, ModelNotFoundError
+from agebench.core.provenance import checkout_root
 from agebench.core.registry import Registry, RegistryError
 from agebench.models.manifest import ModelSpec, load_manifest
 
@@ -28,15 +29,6 @@ def bundled_weights_dir() -> Path:
     """``agebench/weights``: the embedded default model, shipped as package data, so a source
     checkout and an installed wheel find it at the same place beside the code."""
     return Path(__file__).resolve().parents[1] / "weights"
-
-
-def checkout_root() -> Path | None:
-    """The source checkout agebench runs from (an editable install included), None when it
-    runs from an installed wheel: a checkout has its ``pyproject.toml`` and git beside the
-    package, site-packages has neither."""
-    root = Path(__file__).resolve().parents[2]
-    is_checkout = (root / "pyproject.toml").is_file() and (root / ".git").exists()
-    return root if is_checkout else None
 
 
 def agebench_home() -> Path:
