@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from agebench.core.errors import AgebenchError
+from agebench.core.tables import TableFormat, flatten, write_table
 from agebench.runner import sink
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; pandas loads when a table is asked for
@@ -88,14 +89,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per record, nested mappings flattened with dots (``attributes.gender``,
-    ``model.sha256``); lists (boxes, landmarks) stay whole in their cell."""
-    import pandas as pd
-
-    return pd.json_normalize([dict(r) for r in rows], sep=".")
-
-
 @dataclass(frozen=True)
 class PredictCounts:
     images: int
@@ -135,7 +128,7 @@ class PredictResult:
         return sink.read_prediction_rows(self.out / sink.PREDICTIONS_FILE)
 
     def to_pandas(self) -> pd.DataFrame:
-        return _table(self.rows())
+        return flatten(self.rows())
 
     @classmethod
     def read(cls, folder: Path, summary: Mapping[str, Any]) -> PredictResult:
@@ -212,7 +205,7 @@ class EvalResult:
         return rows
 
     def to_pandas(self) -> pd.DataFrame:
-        return _table(self.rows())
+        return flatten(self.rows())
 
     @classmethod
     def read(
@@ -405,3 +398,14 @@ def load_run(path: Path | str) -> Result:
 def _check_schema(path: Path, data: Mapping[str, Any], expected: str) -> None:
     if data.get("schema") != expected:
         raise AgebenchError(f"{path}: schema {data.get('schema')!r}, expected {expected!r}")
+
+
+def export(run: Path | str, fmt: TableFormat = "csv", out: Path | str | None = None) -> Path:
+    """``agebench export RUN``: a finished run's table (:meth:`to_pandas`: one row per record,
+    attributes and extra heads flattened into columns) as CSV or parquet, written all or
+    nothing to ``out`` (default: ``predictions.csv`` / ``predictions.parquet`` in the run
+    folder, ``comparison.csv`` / ``.parquet`` for a compare run). Returns the file written."""
+    result = load_run(run)
+    stem = "comparison" if isinstance(result, CompareResult) else "predictions"
+    target = Path(out) if out is not None else result.out / f"{stem}.{fmt}"
+    return write_table(result.to_pandas(), target, fmt)

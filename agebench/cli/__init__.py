@@ -14,6 +14,7 @@ from agebench.cli.bench import bench as bench_command
 from agebench.cli.benches import benches as benches_group
 from agebench.cli.compare import compare as compare_command
 from agebench.cli.evaluate import eval_command
+from agebench.cli.export import export as export_command
 from agebench.cli.models import models as models_group
 from agebench.cli.predict import predict as predict_command
 from agebench.core.version import __version__
@@ -35,5 +36,6 @@ for _command in (
     eval_command,
     bench_command,
     compare_command,
+    export_command,
 ):
     main.add_command(_command)

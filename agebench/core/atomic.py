@@ -85,6 +85,23 @@ def write_text_atomic(path: Path, text: str, *, durable: bool = False) -> None:
     _write_atomic(path, lambda fh: fh.write(text), durable=durable)
 
 
+def write_file_atomic(path: Path, write_to: Callable[[Path], object]) -> None:
+    """Let ``write_to`` write a binary file (parquet...) at a temporary path beside ``path``,
+    then rename it over ``path``: all or nothing, as the text writers here."""
+    tmp: Path | None = None
+    try:
+        fh, tmp = _temporary(path)
+        fh.close()
+        write_to(tmp)
+        os.replace(tmp, path)
+    except OSError as error:
+        _discard(tmp)
+        raise output_error(path, error) from None
+    except BaseException:
+        _discard(tmp)
+        raise
+
+
 def write_json_atomic(
     path: Path, obj: Any, *, durable: bool = False, indent: int | None = 2
 ) -> None:

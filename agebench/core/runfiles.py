@@ -16,6 +16,8 @@ from agebench.core.errors import AgebenchError
 PREDICTION_SCHEMA = "agebench.image-prediction/1"
 RUN_FILE = "run.json"
 PREDICTIONS_FILE = "predictions.jsonl"
+#: the same rows flattened into columns, for spreadsheets (rebuilt as each run finishes)
+PREDICTIONS_CSV = "predictions.csv"
 SUMMARY_FILE = "summary.json"
 
 

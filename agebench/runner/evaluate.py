@@ -26,6 +26,7 @@ from agebench.core.errors import AgebenchError
 from agebench.core.metrics import compute_metrics
 from agebench.core.metrics.groups import compute_group_metrics
 from agebench.core.provenance import provenance
+from agebench.core.tables import write_predictions_csv
 from agebench.core.types import FacesMode
 from agebench.findings import declared_training, eval_findings
 from agebench.models.catalog import DEFAULT_MODEL, resolve_model
@@ -234,11 +235,21 @@ class EvalRun:
         summary_path = self.out / sink.SUMMARY_FILE
         previous = self._finished() if self.config.reuse else None
         if previous is not None:
+            if not (
+                self.out / sink.PREDICTIONS_CSV
+            ).is_file():  # finished by an agebench before the csv
+                write_predictions_csv(self.out)
             report("total", len(self.data.records))
             report("advance", len(self.data.records))
             return EvalOutcome(previous, self.out, reused=True)
         if not self.config.reuse:
-            for name in (PARTIAL_FILE, sink.PREDICTIONS_FILE, sink.SUMMARY_FILE, *REPORT_FILES):
+            for name in (
+                PARTIAL_FILE,
+                sink.PREDICTIONS_FILE,
+                sink.PREDICTIONS_CSV,
+                sink.SUMMARY_FILE,
+                *REPORT_FILES,
+            ):
                 (self.out / name).unlink(missing_ok=True)
         sink.clear_temporaries(self.out)
         claim(
@@ -289,6 +300,7 @@ class EvalRun:
             self.out / sink.PREDICTIONS_FILE,
             counted(rows_in_order(self.out / PARTIAL_FILE, self.data.records, files, run_id)),
         )
+        write_predictions_csv(self.out)
         summary = self._summarise(rows, processed, seconds, files)
         summary["counts"]["decoder_warnings"] = warned
         summary["findings"] = eval_findings(summary, list(self.models.values()))

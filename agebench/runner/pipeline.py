@@ -19,6 +19,7 @@ from agebench.benchmarks.spec import ReadyCrop
 from agebench.core.config import ExecutionConfig
 from agebench.core.errors import AgebenchError
 from agebench.core.provenance import provenance
+from agebench.core.tables import write_predictions_csv
 from agebench.core.types import FacesMode
 from agebench.faces.detect import FaceDetector
 from agebench.models.catalog import resolve_model
@@ -417,6 +418,7 @@ def _finish(
             yield from sink.face_rows(record)
 
     sink.write_lines_atomic(config.out / sink.PREDICTIONS_FILE, rows())
+    write_predictions_csv(config.out)
     processed = counts["processed"]
     summary = {
         "schema": "agebench.predict-summary/1",

@@ -23,6 +23,7 @@ from agebench.core.atomic import (
 )
 from agebench.core.runfiles import (
     PREDICTION_SCHEMA,
+    PREDICTIONS_CSV,
     PREDICTIONS_FILE,
     RUN_FILE,
     SUMMARY_FILE,
@@ -30,6 +31,7 @@ from agebench.core.runfiles import (
 )
 
 __all__ = [  # the atomic writes and the run-folder layout are the core's; the runner uses them here
+    "PREDICTIONS_CSV",
     "PREDICTIONS_FILE",
     "PREDICTION_SCHEMA",
     "RUN_FILE",
@@ -83,7 +85,7 @@ def clear_run(out: Path) -> None:
     Only files agebench wrote go: per-image records are recognised by their schema, so a
     user's own JSON files in the same folder survive.
     """
-    ours = {RUN_FILE, SUMMARY_FILE, PREDICTIONS_FILE}
+    ours = {RUN_FILE, SUMMARY_FILE, PREDICTIONS_FILE, PREDICTIONS_CSV}
     for path in sorted(out.rglob("*"), reverse=True):
         if path.is_file() and (
             (path.parent == out and path.name in ours)

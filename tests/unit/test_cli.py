@@ -84,7 +84,15 @@ def test_each_cli_module_imports_alone(module: str):
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["bench", "benches", "compare", "eval", "models", "predict"]
+    assert done.stdout.split() == [
+        "bench",
+        "benches",
+        "compare",
+        "eval",
+        "export",
+        "models",
+        "predict",
+    ]
 
 
 def _options(command: click.Command) -> dict[str, click.Option]:
