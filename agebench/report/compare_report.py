@@ -68,9 +68,9 @@ class _Points:
     true: list[float]
     preds: list[list[float]]
 
-    def plotted(self, caption: str, draw: Callable[[], Any]) -> list[Figure]:
+    def plotted(self, caption: str, draw: Callable[[], Any], wide: bool = False) -> list[Figure]:
         """One figure, or none when there is nothing to plot."""
-        return [Figure(caption, draw)] if self.true else []
+        return [Figure(caption, draw, wide)] if self.true else []
 
 
 def _paired_points(comparison: Mapping[str, Any], rows_by_model: Mapping[str, Rows]) -> _Points:
@@ -358,7 +358,12 @@ def _models_section(c: Mapping[str, Any], points: _Points) -> Section:
     target = c.get("target") or "age"
     scatter = partial(figures.scatter_grid, points.labels, points.true, points.preds, target)
     caption = f"Predicted age against true {target}, per model (y = x in red)"
-    return Section("Models", paragraphs, tables, figures=points.plotted(caption, scatter))
+    return Section(
+        "Models",
+        paragraphs,
+        tables,
+        figures=points.plotted(caption, scatter, wide=len(points.labels) > 1),
+    )
 
 
 def _runs_section(c: Mapping[str, Any]) -> Section:
@@ -445,10 +450,11 @@ def compare_document(
     findings = _findings_section(comparison)
     sections = [
         *([findings] if findings else []),
+        # the ranking and its plots first, then the tests behind it
         _ranking_section(comparison),
-        _pairs_section(comparison),
         _cs_section(comparison, points),
         _band_section(comparison, points),
+        _pairs_section(comparison),
     ]
     folds = _fold_section(comparison)
     if folds:

@@ -26,16 +26,19 @@ class Table:
 
 @dataclass(frozen=True)
 class Figure:
-    """A plot under a caption; ``draw`` returns a bare ``matplotlib.figure.Figure``."""
+    """A plot under a caption; ``draw`` returns a bare ``matplotlib.figure.Figure``. A
+    ``wide`` one (a grid of panels) takes a whole row of the page; every other plot has one
+    size, so that none looks more important than its neighbours."""
 
     caption: str
     draw: Callable[[], Any]
+    wide: bool = False
 
 
 @dataclass
 class Section:
-    """One ``##`` section: paragraphs, then tables, then a bullet list, then (HTML only) the
-    figures; ``figure_note`` is what the HTML says instead when there are no figures to draw
+    """One ``##`` section: paragraphs, then (HTML only) the figures, then tables, then a
+    bullet list; ``figure_note`` is what the HTML says instead when there are no figures to draw
     (None: say nothing)."""
 
     title: str
@@ -56,9 +59,22 @@ class Document:
     sections: list[Section]
 
 
+def _flat(pairs: Mapping[str, Any], prefix: str = "") -> list[list[str]]:
+    """Rows of named values, a nested mapping spread over one row per value under dotted
+    names (``engine.provider``) rather than shown as raw JSON in one cell."""
+    rows = []
+    for key, value in pairs.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            rows += _flat(value, f"{name}.")
+        else:
+            rows.append([name, text(value)])
+    return rows
+
+
 def key_value_table(pairs: Mapping[str, Any], title: str | None = None) -> Table:
-    """A two-column table of named values (run settings, provenance)."""
-    return Table(["", "value"], [[str(k), text(v)] for k, v in pairs.items()], title)
+    """A two-column table of named values (run settings, execution, provenance)."""
+    return Table(["", "value"], _flat(pairs), title)
 
 
 def provenance_section(data: Mapping[str, Any]) -> Section:

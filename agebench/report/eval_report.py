@@ -278,12 +278,13 @@ def eval_document(summary: Mapping[str, Any], rows: Rows | None = None) -> Docum
     model = summary.get("model") or {}
     title = f"{bench.get('title') or bench.get('name') or 'benchmark'}: {model.get('name', '?')}"
     findings = _findings_section(summary)
+    # the headline, then each target's plots and tables; how it ran comes after the results
     sections = [*([findings] if findings else []), _headline_section(summary)]
-    sections.append(_run_section(summary))
     for target, m in (summary.get("metrics") or {}).items():
         sections.append(_target_section(target, m, rows))
     if summary.get("group_metrics"):
         sections.append(_group_section(summary["group_metrics"]))
+    sections.append(_run_section(summary))
     sections.append(provenance_section(summary))
     problems = _problems_section(summary)
     if problems:

@@ -17,6 +17,11 @@ from typing import Any
 
 #: above this many points a scatter is drawn as an embedded bitmap, keeping the file small
 VECTOR_POINTS = 3000
+#: every plot's size in inches: drawn near the size the page shows it (about 24rem), so that
+#: text drawn at the sizes below reads at about the page's own size
+SIZE = (4.6, 3.3)
+#: labels on bars, legends and panel titles: small, still legible at that scale
+SMALL_FONT = 9
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 
 
@@ -45,17 +50,30 @@ def to_svg(fig: Any, index: int) -> str:
     return svg.strip()
 
 
-def figure(
-    bottom: float = 0.14, *, size: tuple[float, float] = (5.2, 3.6), top: float = 0.96
-) -> tuple[Any, Any]:
+def figure(bottom: float = 0.15, *, top: float = 0.95) -> tuple[Any, Any]:
     """A bare matplotlib Figure with fixed margins, for every report's plots: never pyplot (no
     backend switch, nothing global to leak), no layout engine (it would draw each figure
     twice)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=size)
-    fig.subplots_adjust(left=0.12, right=0.97, top=top, bottom=bottom)
+    fig = Figure(figsize=SIZE)
+    fig.subplots_adjust(left=0.14, right=0.97, top=top, bottom=bottom)
     return fig, fig.add_subplot()
+
+
+def _padded(low: float, high: float, share: float = 0.03) -> tuple[float, float]:
+    """Axis limits a little beyond the data, so that a point or marker on the edge is drawn
+    whole instead of cut in half by the frame."""
+    pad = (high - low) * share or 1.0
+    return low - pad, high + pad
+
+
+def _cs_axes(ax: Any, longest: int, ylabel: str) -> None:
+    """The CS@L axes: L from 0 to ``longest``, 0..100 %, with room for the end points."""
+    ax.set(xlabel="error threshold L (years)", ylabel=ylabel)
+    ax.set_xlim(*_padded(0, longest))
+    ax.set_ylim(*_padded(0, 100))
+    ax.set_xticks(range(0, longest + 1, 2))
 
 
 # --- one eval target -----------------------------------------------------------------------
@@ -66,9 +84,7 @@ def cs_curve(m: Mapping[str, Any]) -> Any:
     fig, ax = figure()
     curve = [(level, 100 * v) for level, v in enumerate(m.get("cs_curve") or []) if v is not None]
     ax.plot([c[0] for c in curve], [c[1] for c in curve], marker="o", markersize=3)
-    ax.set(xlabel="error threshold L (years)", ylabel="CS@L (% of scored)", ylim=(0, 100))
-    ax.set_xlim(0, max(20, len(curve) - 1))
-    ax.set_xticks(range(0, max(20, len(curve) - 1) + 1, 2))
+    _cs_axes(ax, max(20, len(curve) - 1), "CS@L (% of scored)")
     ax.grid(alpha=0.3)
     return fig
 
@@ -80,19 +96,22 @@ def predicted_against_true(true: list[float], pred: list[float], target: str) ->
     low, high = min(min(true), min(pred), 0.0), max(max(true), max(pred))
     ax.plot([low, high], [low, high], color="#c33", linewidth=1, label="y = x")
     ax.set(xlabel=f"true {target} (years)", ylabel="predicted age (years)", aspect="equal")
-    ax.legend(loc="upper left")
+    ax.set_xlim(*_padded(low, high))
+    ax.set_ylim(*_padded(low, high))
+    ax.legend(loc="upper left", fontsize=SMALL_FONT)
     ax.grid(alpha=0.3)
     return fig
 
 
 def mae_by_band(m: Mapping[str, Any]) -> Any:
     """MAE per true age band, each bar labelled with its number of images."""
-    fig, ax = figure(bottom=0.22)
+    fig, ax = figure(bottom=0.24)
     bands = m.get("by_band") or []
     labels = [b["band"] for b in bands]
     heights = [b["mae"] or 0.0 for b in bands]
     bars = ax.bar(labels, heights, color="#4a7ab5")
-    ax.bar_label(bars, labels=[f"n={b['n']}" for b in bands], fontsize=7)
+    ax.bar_label(bars, labels=[f"n={b['n']}" for b in bands], fontsize=SMALL_FONT)
+    ax.set_ylim(0, max(heights, default=0.0) * 1.12 or 1.0)  # room for the labels on top
     ax.set(xlabel="true age band", ylabel="MAE (years)")
     ax.tick_params(axis="x", labelrotation=45)
     ax.grid(axis="y", alpha=0.3)
@@ -115,9 +134,9 @@ def error_histogram(true: list[float], pred: list[float]) -> Any:
 # --- several models on one benchmark -------------------------------------------------------
 
 
-def _overlay_figure(bottom: float = 0.14) -> tuple[Any, Any]:
-    """The report's figure, a little larger: comparisons overlay several models."""
-    return figure(bottom, size=(5.6, 3.8), top=0.95)
+def _overlay_figure(bottom: float = 0.15) -> tuple[Any, Any]:
+    """The report's figure, the same size: comparisons overlay several models on it."""
+    return figure(bottom)
 
 
 def _marker_size(n: int) -> float:
@@ -144,17 +163,15 @@ def cs_curves(comparison: Mapping[str, Any]) -> Any:
             color=_color(i),
             label=m["label"],
         )
-    ax.set(xlabel="error threshold L (years)", ylabel="CS@L (% of intersection)", ylim=(0, 100))
-    ax.set_xlim(0, longest)
-    ax.set_xticks(range(0, longest + 1, 2))
-    ax.legend(loc="lower right", fontsize=8)
+    _cs_axes(ax, longest, "CS@L (% of intersection)")
+    ax.legend(loc="lower right", fontsize=SMALL_FONT)
     ax.grid(alpha=0.3)
     return fig
 
 
 def mae_by_band_grouped(comparison: Mapping[str, Any]) -> Any:
     """MAE per true age band, one bar per model in each band."""
-    fig, ax = _overlay_figure(bottom=0.22)
+    fig, ax = _overlay_figure(bottom=0.24)
     models = comparison.get("models") or []
     bands = (models[0].get("metrics") or {}).get("by_band") or [] if models else []
     width = 0.8 / max(1, len(models))
@@ -166,7 +183,7 @@ def mae_by_band_grouped(comparison: Mapping[str, Any]) -> Any:
     ax.set_xticks(range(len(bands)), [b["band"] for b in bands])
     ax.set(xlabel="true age band", ylabel="MAE (years)")
     ax.tick_params(axis="x", labelrotation=45)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper left", fontsize=SMALL_FONT)
     ax.grid(axis="y", alpha=0.3)
     return fig
 
@@ -179,8 +196,8 @@ def scatter_grid(
 
     cols = min(3, len(labels))
     rows = math.ceil(len(labels) / cols)
-    fig = Figure(figsize=(3.4 * cols, 3.4 * rows))
-    fig.subplots_adjust(left=0.08, right=0.98, top=0.92, bottom=0.1, wspace=0.3, hspace=0.4)
+    fig = Figure(figsize=(SIZE[1] * cols, SIZE[1] * rows))
+    fig.subplots_adjust(left=0.1, right=0.98, top=0.9, bottom=0.15, wspace=0.3, hspace=0.45)
     low = min(0.0, min(true), *(min(p) for p in preds))
     high = max(max(true), *(max(p) for p in preds))
     for i, (label, pred) in enumerate(zip(labels, preds, strict=True)):
@@ -195,10 +212,10 @@ def scatter_grid(
             rasterized=len(true) > VECTOR_POINTS,
         )
         ax.plot([low, high], [low, high], color="#c33", linewidth=1)
-        ax.set(xlim=(low, high), ylim=(low, high), aspect="equal", title=label)
-        ax.set_xlabel(f"true {target}", fontsize=8)
-        ax.set_ylabel("predicted", fontsize=8)
-        ax.title.set_fontsize(9)
+        ax.set(xlim=_padded(low, high), ylim=_padded(low, high), aspect="equal", title=label)
+        ax.set_xlabel(f"true {target}", fontsize=SMALL_FONT)
+        ax.set_ylabel("predicted", fontsize=SMALL_FONT)
+        ax.title.set_fontsize(SMALL_FONT)
         ax.grid(alpha=0.3)
     return fig
 
@@ -225,6 +242,6 @@ def bland_altman(pair: Mapping[str, Any], a: Sequence[float], b: Sequence[float]
         ax.axhline(limit, color="#c33", linewidth=1, linestyle="--")
     ax.axhline(0, color="#555", linewidth=0.6)
     ax.set(xlabel="mean of the two predictions (years)", ylabel="pred A - pred B (years)")
-    ax.set_title(f"A = {pair['a']}, B = {pair['b']}", fontsize=9)
+    ax.set_title(f"A = {pair['a']}, B = {pair['b']}", fontsize=SMALL_FONT)
     ax.grid(alpha=0.3)
     return fig

@@ -279,3 +279,17 @@ def test_write_report_writes_nothing_when_rendering_fails(
     with pytest.raises(RuntimeError):
         write_module.write_report(tmp_path, summary, rows)
     assert os.listdir(tmp_path) == []
+
+
+def test_nested_values_are_key_value_rows_and_wide_tables_scroll():
+    from agebench.report.document import Document, Section, key_value_table
+    from agebench.report.html import render_html
+
+    table = key_value_table({"device": "auto", "engine": {"backend": "onnxruntime", "lanes": 2}})
+    assert table.rows == [
+        ["device", "auto"],
+        ["engine.backend", "onnxruntime"],
+        ["engine.lanes", "2"],
+    ]
+    page = render_html(Document("h", "t", [Section("s", ["p"], [table])]))
+    assert '<div class="scroll"><table>' in page and "{" not in page.split("<body>")[1]
