@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 import agebench  # agebench.benches loads on first use: the registry reads plugins
-from agebench.cli.common import friendly_errors
+from agebench.cli.common import friendly_errors, results
 
 
 @click.group("benches")
@@ -34,7 +33,7 @@ def benches_list() -> None:
             crops,
             info.default_faces,
         )
-    Console().print(table)
+    results().print(table)
 
 
 @benches.command("info")
@@ -43,7 +42,7 @@ def benches_list() -> None:
 def benches_info(name: str) -> None:
     """Expected layout, label files and columns, protocols, options and citation."""
     spec = agebench.benches.get(name).spec
-    out = Console()
+    out = results()
     out.print(f"[bold]{spec.name}[/] (spec version {spec.version}): {spec.title}", highlight=False)
     out.print(f"citation: {spec.citation}", highlight=False)
     out.print(f"url: {spec.url}", highlight=False)

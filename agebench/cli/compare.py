@@ -21,6 +21,7 @@ from agebench.cli.common import (
     friendly_errors,
     image_progress,
     parse_pairs,
+    results,
     shown,
 )
 from agebench.core.config import ExecutionConfig
@@ -123,32 +124,34 @@ def compare(
 
 
 def print_comparison(result: CompareResult) -> None:
-    """How each run was obtained, the three tables, the findings and the report's path."""
+    """How each run was obtained (status, on stderr), then on stdout the three tables, the
+    findings and the report's path."""
+    out = results()
     comparison = result.comparison
     for run, reused in zip(comparison["runs"], result.reused, strict=True):
         how = "read" if reused is None else ("reused" if reused else "evaluated")
         console.print(
             escape(f"{how}: {run['label']}  {run['path']}"), highlight=False, soft_wrap=True
         )
-    console.print(ranking_table(comparison))
-    console.print(models_table(comparison))
+    out.print(ranking_table(comparison))
+    out.print(models_table(comparison))
     if len(comparison["pairs"]) <= MAX_PAIRS_PRINTED:
-        console.print(pairs_table(comparison))
+        out.print(pairs_table(comparison))
     for finding in comparison.get("findings") or []:
-        console.print(
+        out.print(
             f"[bold yellow]{escape(finding['model'])}: {escape(finding['kind'])}:[/] "
             f"{escape(finding['message'])}",
             highlight=False,
             soft_wrap=True,
         )
     inter = comparison["intersection"]
-    console.print(
+    out.print(
         f"headline over the {inter['n_scored_by_all']} of {inter['n_label_rows']} label rows "
         f"scored by every model; {inter['n_failed_records']} record(s) failed by at least one "
         "model (listed in the report)",
         highlight=False,
     )
-    console.print(
+    out.print(
         f"report: {escape(shown(result.out / 'report.html'))}", soft_wrap=True, highlight=False
     )
 

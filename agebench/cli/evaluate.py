@@ -12,14 +12,15 @@ import agebench
 from agebench.api_results import EvalResult
 from agebench.cli.common import (
     ProgressBar,
+    alerts,
     benchmark_options,
-    console,
     execution_options,
     fmt,
     friendly_errors,
     notify_wait,
     parse_pairs,
     print_decoder_warnings,
+    results,
     run_folder_options,
     shown,
 )
@@ -121,7 +122,9 @@ def eval_command(
 
 
 def print_summary(result: EvalResult) -> None:
-    """The metrics per target, the counts, label problems, findings and the report's path."""
+    """The metrics per target, the counts, findings and the report's path on stdout; label
+    problems and decoder warnings on stderr."""
+    out = results()
     counts = result.counts
     title = (
         f"{result.model.name} on {result.benchmark} ({result.protocol}, {result.split or 'all'})"
@@ -141,14 +144,14 @@ def print_summary(result: EvalResult) -> None:
             fmt(m.epsilon_error, ".3f"),
             fmt(m.coverage, ".1%"),
         )
-    console.print(table)
+    out.print(table)
     groups = result.group_metrics
     if groups:
-        console.print(
+        out.print(
             f"group accuracy {fmt(groups.get('accuracy'), '.3f')}, "
             f"one-off {fmt(groups.get('one_off'), '.3f')}"
         )
-    console.print(
+    out.print(
         f"records {counts.records}, scored {counts.scored}, no face {counts.no_face}, "
         f"failed {counts.failed}, missing {counts.missing}, "
         f"label problems {counts.label_problems}",
@@ -156,13 +159,13 @@ def print_summary(result: EvalResult) -> None:
     )
     print_decoder_warnings(counts.decoder_warnings)
     for problem in result.problems[:MAX_PROBLEMS_PRINTED]:
-        console.print(f"  [yellow]label problem[/] {escape(problem)}", highlight=False)
+        alerts.print(f"  [yellow]label problem[/] {escape(problem)}", highlight=False)
     for finding in result.findings:
-        console.print(
+        out.print(
             f"[bold yellow]{escape(finding['kind'])}:[/] {escape(finding['message'])}",
             highlight=False,
             soft_wrap=True,
         )
-    console.print(
+    out.print(
         f"report: {escape(shown(result.out / 'report.html'))}", soft_wrap=True, highlight=False
     )

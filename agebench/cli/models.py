@@ -7,12 +7,11 @@ import json
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 import agebench
-from agebench.cli.common import friendly_errors
+from agebench.cli.common import friendly_errors, results
 from agebench.cli.model_build import models_convert, models_pull, models_quantize
 from agebench.core.errors import AgebenchError
 
@@ -52,7 +51,7 @@ def models_list() -> None:
             escape(gate_summary(info.spec.extra)),
             "[green]present[/]" if info.weights_present else "[yellow]missing[/]",
         )
-    out = Console()
+    out = results()
     out.print(table)
     for problem in problems:  # in full, one per line: a table cell would wrap it illegibly
         out.print(f"[red]invalid[/] {escape(problem)}", highlight=False, soft_wrap=True)
@@ -89,7 +88,7 @@ def models_info(name: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2))
     else:
-        out = Console()
+        out = results()
         for key, value in info.items():
             if isinstance(value, dict):
                 out.print(f"[bold]{escape(key)}[/]")

@@ -13,11 +13,11 @@ import agebench
 from agebench.api_results import PredictResult
 from agebench.cli.common import (
     ProgressBar,
-    console,
     execution_options,
     friendly_errors,
     notify_wait,
     print_decoder_warnings,
+    results,
     run_folder_options,
 )
 from agebench.core.config import ExecutionConfig
@@ -131,7 +131,8 @@ def predict(
 
 
 def print_summary(result: PredictResult) -> None:
-    """The counts table, the first failures and where the outputs are."""
+    """The counts table, the first failures and where the outputs are, on stdout."""
+    out = results()
     counts, speed = result.counts, result.images_per_second
     table = Table(title=escape(f"agebench predict: {result.model.name} on {result.provider}"))
     for column in ("images", "faces", "no face", "failed", "resumed", "images/s"):
@@ -144,17 +145,17 @@ def print_summary(result: PredictResult) -> None:
         str(counts.skipped_resumed),
         f"{speed:.1f}" if speed else "-",
     )
-    console.print(table)
+    out.print(table)
     for failure in result.failures[:MAX_FAILURES_PRINTED]:
-        console.print(
+        out.print(
             f"  [yellow]{escape(str(failure['status']))}[/] "
             f"{escape(str(failure['image']))}: {escape(str(failure['error']))}",
             highlight=False,
         )
     if len(result.failures) > MAX_FAILURES_PRINTED:
-        console.print(
+        out.print(
             f"  ... and {len(result.failures) - MAX_FAILURES_PRINTED} more in "
             f"{escape(str(result.out))}/summary.json"
         )
     print_decoder_warnings(counts.decoder_warnings)
-    console.print(f"outputs: {escape(str(result.out))}", highlight=False)
+    out.print(f"outputs: {escape(str(result.out))}", highlight=False)

@@ -1,0 +1,92 @@
+"""Where the terminal's output lands: results on stdout, progress, status and warnings on
+stderr; ``--quiet``, ``-v``, ``-V`` and ``--json``; real runs on the shared face chips."""
+
+from __future__ import annotations
+
+import ast
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from agebench.cli import main
+from agebench.cli.common import set_verbosity
+from agebench.core.version import __version__
+
+REPO = Path(__file__).resolve().parents[2]
+#: the library's one sanctioned ``print``: a worker subprocess whose stdout is its JSON answer
+PRINT_ALLOWED = {REPO / "agebench" / "speed" / "baseline_worker.py"}
+
+
+@pytest.fixture
+def chips(face_chips: list[Path], tmp_path: Path) -> Path:
+    """Three real face chips in a folder of their own."""
+    folder = tmp_path / "chips"
+    folder.mkdir()
+    for path in face_chips[:3]:
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+def invoke(args: list[str], cwd: Path) -> Result:
+    """The command run in ``cwd`` (its default output folders land there), streams apart."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(cwd)
+        return CliRunner().invoke(main, args)
+
+
+def test_results_go_to_stdout_and_progress_to_stderr(chips: Path, tmp_path: Path):
+    result = invoke(["predict", str(chips), "--faces", "none"], tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "images/s" in result.stdout  # the counts table
+    assert "3/3 images" in result.stderr  # the progress bar
+    assert "3/3 images" not in result.stdout  # no bar on stdout
+
+
+def test_quiet_prints_results_only(chips: Path, tmp_path: Path):
+    result = invoke(["--quiet", "predict", str(chips), "--faces", "none"], tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "images/s" in result.stdout
+    assert result.stderr == ""
+    again = invoke(["-q", "predict", str(chips), "--faces", "none"], tmp_path)
+    assert again.stderr == "" and "resumed" in again.stdout
+
+
+def test_dash_v_logs_through_logging(capsys: pytest.CaptureFixture[str]):
+    logger = logging.getLogger("agebench.runner.walk")
+    try:
+        set_verbosity(False, 1)
+        logger.info("seen at -v")
+        logger.debug("hidden at -v")
+        set_verbosity(False, 2)
+        logger.debug("seen at -vv")
+        set_verbosity(False, 0)
+        logger.info("hidden without -v")
+    finally:
+        set_verbosity(False, 0)
+    err = capsys.readouterr().err
+    assert "seen at -v" in err and "seen at -vv" in err
+    assert "hidden" not in err
+
+
+def test_dash_capital_v_is_the_version():
+    for flag in ("-V", "--version"):
+        result = CliRunner().invoke(main, [flag])
+        assert result.exit_code == 0 and __version__ in result.stdout
+
+
+def test_the_library_never_prints():
+    offenders = []
+    for path in sorted((REPO / "agebench").rglob("*.py")):
+        if "cli" in path.relative_to(REPO / "agebench").parts or path in PRINT_ALLOWED:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "print"
+            ):
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert offenders == []
