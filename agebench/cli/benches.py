@@ -6,7 +6,7 @@ import click
 from rich.table import Table
 
 import agebench  # agebench.benches loads on first use: the registry reads plugins
-from agebench.cli.common import friendly_errors, results
+from agebench.cli.common import friendly_errors, info_data, print_json, results
 
 
 @click.group("benches")
@@ -15,9 +15,13 @@ def benches() -> None:
 
 
 @benches.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
 @friendly_errors
-def benches_list() -> None:
+def benches_list(as_json: bool) -> None:
     """Every benchmark agebench can read."""
+    if as_json:
+        print_json([info_data(info) for info in agebench.benches.list()])
+        return
     table = Table(title="agebench benchmarks")
     table.add_column("name", no_wrap=True)
     for column in ("title", "protocols", "splits", "targets", "images are", "faces"):

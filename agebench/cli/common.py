@@ -8,6 +8,7 @@ them), which keeps the import graph a tree: ``cli/__init__`` -> command module -
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -92,8 +93,14 @@ def results() -> Console:
 
 
 def print_json(data: Any) -> None:
-    """``--json``: the result as data, the only thing on stdout."""
+    """``--json``: the result as data, the only thing on stdout (paths as strings)."""
     click.echo(json.dumps(data, indent=2, default=str))
+
+
+def info_data(info: Any) -> dict[str, Any]:
+    """A listing's row (``ModelInfo``, ``BenchInfo``) as data: its fields but the parsed spec,
+    which ``models info`` / ``benches info`` show in full."""
+    return {f.name: getattr(info, f.name) for f in dataclasses.fields(info) if f.name != "spec"}
 
 
 #: the handler ``-v`` adds to the ``agebench`` logger (kept to be replaced, never duplicated)

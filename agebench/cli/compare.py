@@ -20,7 +20,9 @@ from agebench.cli.common import (
     fmt,
     friendly_errors,
     image_progress,
+    json_option,
     parse_pairs,
+    print_json,
     results,
     shown,
 )
@@ -62,6 +64,7 @@ MAX_PAIRS_PRINTED = 10
     default=None,
     help="Target to compare (default: the benchmark's headline, e.g. age).",
 )
+@json_option
 @friendly_errors
 def compare(
     models_or_runs: tuple[str, ...],
@@ -79,6 +82,7 @@ def compare(
     n_boot: int,
     alpha: float,
     target: str | None,
+    as_json: bool,
     execution: ExecutionConfig,
 ) -> None:
     """Compare models (run on one benchmark) or finished eval runs, record by record.
@@ -120,7 +124,11 @@ def compare(
             **execution.as_options(),
             progress=on_progress,
         )
-    print_comparison(result)
+    if as_json:
+        extra = {"out": result.out, "report": result.report, "reused": result.reused}
+        print_json({**result.comparison, **extra})
+    else:
+        print_comparison(result)
 
 
 def print_comparison(result: CompareResult) -> None:

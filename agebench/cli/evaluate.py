@@ -17,9 +17,11 @@ from agebench.cli.common import (
     execution_options,
     fmt,
     friendly_errors,
+    json_option,
     notify_wait,
     parse_pairs,
     print_decoder_warnings,
+    print_json,
     results,
     run_folder_options,
     shown,
@@ -68,6 +70,7 @@ MAX_PROBLEMS_PRINTED = 5
     show_default=True,
     help="Reuse a finished or interrupted run of the same model on the same data.",
 )
+@json_option
 @run_folder_options
 @friendly_errors
 def eval_command(
@@ -90,6 +93,7 @@ def eval_command(
     reuse: bool,
     wait: bool,
     strict: bool,
+    as_json: bool,
     execution: ExecutionConfig,
 ) -> None:
     """Score a model on a benchmark laid out as its authors publish it."""
@@ -118,7 +122,10 @@ def eval_command(
             progress=on_progress,
             notify=notify_wait,
         )
-    print_summary(result)
+    if as_json:
+        print_json({**result.summary, "out": result.out, "report": result.report})
+    else:
+        print_summary(result)
 
 
 def print_summary(result: EvalResult) -> None:

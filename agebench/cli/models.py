@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 import agebench
-from agebench.cli.common import friendly_errors, results
+from agebench.cli.common import friendly_errors, info_data, print_json, results
 from agebench.cli.model_build import models_convert, models_pull, models_quantize
 from agebench.core.errors import AgebenchError
 
@@ -22,10 +22,15 @@ def models() -> None:
 
 
 @models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
 @friendly_errors
-def models_list() -> None:
+def models_list(as_json: bool) -> None:
     """Every model this installation knows, and whether its weights are present."""
     from agebench.build.gate import gate_summary
+
+    if as_json:
+        print_json([info_data(info) for info in agebench.models.list()])
+        return
 
     table = Table(title="agebench models")
     table.add_column("name", no_wrap=True)

@@ -15,8 +15,10 @@ from agebench.cli.common import (
     ProgressBar,
     execution_options,
     friendly_errors,
+    json_option,
     notify_wait,
     print_decoder_warnings,
+    print_json,
     results,
     run_folder_options,
 )
@@ -87,6 +89,7 @@ MAX_FAILURES_PRINTED = 10
 @click.option(
     "--save-raw", is_flag=True, help="Also write raw model outputs (probabilities, ranks...)."
 )
+@json_option
 @run_folder_options
 @execution_options
 @friendly_errors
@@ -104,6 +107,7 @@ def predict(
     save_raw: bool,
     wait: bool,
     strict: bool,
+    as_json: bool,
     execution: ExecutionConfig,
 ) -> None:
     """Estimate the age of every face in the images under INPUT."""
@@ -126,7 +130,10 @@ def predict(
             progress=on_progress,
             notify=notify_wait,
         )
-    print_summary(result)
+    if as_json:
+        print_json({**result.summary, "out": result.out})
+    else:
+        print_summary(result)
     sys.exit(result.exit_code)
 
 

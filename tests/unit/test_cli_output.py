@@ -4,6 +4,7 @@ stderr; ``--quiet``, ``-v``, ``-V`` and ``--json``; real runs on the shared face
 from __future__ import annotations
 
 import ast
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -90,3 +91,40 @@ def test_the_library_never_prints():
             ):
                 offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
     assert offenders == []
+
+
+def _json(result: Result) -> object:
+    """stdout parsed as one JSON document: ``--json`` puts nothing else there."""
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_json_is_the_only_thing_on_stdout(face_chips: list[Path], tmp_path: Path):
+    chips = tmp_path / "chips"
+    chips.mkdir()
+    for path in face_chips[:3]:
+        shutil.copy(path, chips / path.name)
+    predicted = _json(invoke(["predict", str(chips), "--faces", "none", "--json"], tmp_path))
+    assert isinstance(predicted, dict) and predicted["counts"]["faces"] == 3
+    evaluated = invoke(
+        ["eval", "-b", "utkface", "--root", str(chips), "--bootstrap", "100"], tmp_path
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    args = ["eval", "-b", "utkface", "--root", str(chips), "--bootstrap", "100", "--json"]
+    summary = _json(invoke(args, tmp_path))  # reused: the same JSON as a fresh run's
+    assert isinstance(summary, dict) and summary["counts"]["scored"] == 3
+    run = Path(summary["out"])
+    shutil.copytree(run, tmp_path / "copy")
+    args = ["compare", str(run), str(tmp_path / "copy"), "--bootstrap", "100", "--json"]
+    compared = _json(invoke(args, tmp_path))
+    assert isinstance(compared, dict) and len(compared["models"]) == 2
+    assert Path(compared["out"]).is_dir()
+
+
+def test_listings_as_json():
+    models = _json(CliRunner().invoke(main, ["models", "list", "--json"]))
+    assert isinstance(models, list)
+    assert {"name", "origin", "weights_present"} <= set(models[0])
+    assert "dlib-age-v1" in {m["name"] for m in models}
+    benches = _json(CliRunner().invoke(main, ["benches", "list", "--json"]))
+    assert isinstance(benches, list) and "utkface" in {b["name"] for b in benches}
