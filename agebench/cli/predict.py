@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.markup import escape
@@ -28,6 +29,9 @@ from agebench.models.catalog import DEFAULT_MODEL
 
 #: the failures listed on the terminal; summary.json has them all
 MAX_FAILURES_PRINTED = 10
+#: up to this many images, each face's age is printed too: someone trying agebench on a photo
+#: or a handful wants the ages, not counts; above it predictions.jsonl has them
+MAX_IMAGES_LISTED = 20
 
 
 @click.command("predict")
@@ -140,6 +144,8 @@ def predict(
 def print_summary(result: PredictResult) -> None:
     """The counts table, the first failures and where the outputs are, on stdout."""
     out = results()
+    if result.counts.images <= MAX_IMAGES_LISTED:
+        out.print(faces_table(result.rows()))
     counts, speed = result.counts, result.images_per_second
     table = Table(title=escape(f"agebench predict: {result.model.name} on {result.provider}"))
     for column in ("images", "faces", "no face", "failed", "resumed", "images/s"):
@@ -166,3 +172,26 @@ def print_summary(result: PredictResult) -> None:
         )
     print_decoder_warnings(counts.decoder_warnings)
     out.print(f"outputs: {escape(str(result.out))}", highlight=False)
+
+
+def faces_table(rows: list[dict[str, Any]]) -> Table:
+    """One row per face (file, face box, age +- the model's spread); an image without a face
+    or that failed is one row saying so."""
+    table = Table(title="ages")
+    table.add_column("file", overflow="fold")
+    table.add_column("box (x0, y0, x1, y1)", no_wrap=True)
+    table.add_column("age", justify="right", no_wrap=True)
+    for row in rows:
+        box = row.get("box")
+        if row.get("status") != "ok" or row.get("age") is None:
+            age = f"[yellow]{escape(str(row.get('status', '-')).replace('_', ' '))}[/]"
+        elif row.get("age_std") is not None:
+            age = f"{row['age']:.1f} ± {row['age_std']:.1f}"
+        else:
+            age = f"{row['age']:.1f}"
+        table.add_row(
+            escape(str(row.get("image"))),
+            ", ".join(f"{v:.0f}" for v in box) if box else "-",
+            age,
+        )
+    return table

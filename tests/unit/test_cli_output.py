@@ -128,3 +128,23 @@ def test_listings_as_json():
     assert "dlib-age-v1" in {m["name"] for m in models}
     benches = _json(CliRunner().invoke(main, ["benches", "list", "--json"]))
     assert isinstance(benches, list) and "utkface" in {b["name"] for b in benches}
+
+
+def test_a_handful_of_images_prints_each_face_age(face_chips: list[Path], tmp_path: Path):
+    few = tmp_path / "few"
+    few.mkdir()
+    for path in face_chips[:3]:
+        shutil.copy(path, few / path.name)
+    result = invoke(["predict", str(few), "--faces", "none", "--out", "few-out"], tmp_path)
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if "±" in line}
+    assert set(rows) == {p.name for p in face_chips[:3]}  # one face each, file named
+    assert all("0, 0, 200, 200" in line for line in rows.values())  # the chip is the box
+
+    many = tmp_path / "many"
+    many.mkdir()
+    for path in face_chips[:21]:
+        shutil.copy(path, many / path.name)
+    result = invoke(["predict", str(many), "--faces", "none", "--out", "many-out"], tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "±" not in result.stdout and "images/s" in result.stdout  # the summary only
