@@ -39,9 +39,9 @@ MAX_IMAGES_LISTED = 20
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
-    default=Path("reports/predict"),
-    show_default=True,
-    help="Output folder: one JSON per image (mirroring INPUT), predictions.jsonl, summary.json.",
+    default=None,
+    help="Output folder: one JSON per image (mirroring INPUT), predictions.jsonl, summary.json "
+    "(default: reports/predict-<INPUT's name>).",
 )
 @click.option(
     "--model",
@@ -99,7 +99,7 @@ MAX_IMAGES_LISTED = 20
 @friendly_errors
 def predict(
     input: Path,
-    out: Path,
+    out: Path | None,
     model: str | None,
     manifest: Path | None,
     faces: PredictFacesMode,

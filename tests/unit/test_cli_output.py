@@ -148,3 +148,20 @@ def test_a_handful_of_images_prints_each_face_age(face_chips: list[Path], tmp_pa
     result = invoke(["predict", str(many), "--faces", "none", "--out", "many-out"], tmp_path)
     assert result.exit_code == 0, result.output
     assert "±" not in result.stdout and "images/s" in result.stdout  # the summary only
+
+
+def test_each_input_gets_its_own_default_folder(face_chips: list[Path], tmp_path: Path):
+    for name, chips in (("first", face_chips[:2]), ("second", face_chips[2:4])):
+        (tmp_path / name).mkdir()
+        for path in chips:
+            shutil.copy(path, tmp_path / name / path.name)
+    for name in ("first", "second"):
+        result = invoke(["-q", "predict", name, "--faces", "none"], tmp_path)
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / "reports" / f"predict-{name}" / "summary.json").is_file()
+    # a refusal stays right where one folder is given twice, and names only what differs
+    args = ["-q", "predict", "second", "--faces", "none", "--out", "reports/predict-first"]
+    refused = invoke(args, tmp_path)
+    assert refused.exit_code == 1 and refused.stdout == ""
+    assert "settings.input:" in refused.stderr and "'" + str(tmp_path / "second") in refused.stderr
+    assert "settings.faces" not in refused.stderr and "min_face_size" not in refused.stderr
