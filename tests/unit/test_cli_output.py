@@ -119,6 +119,7 @@ def test_json_is_the_only_thing_on_stdout(face_chips: list[Path], tmp_path: Path
     compared = _json(invoke(args, tmp_path))
     assert isinstance(compared, dict) and len(compared["models"]) == 2
     assert Path(compared["out"]).is_dir()
+    fits_80(CliRunner().invoke(main, args[:-1], env={"COLUMNS": "80"}))
 
 
 def test_listings_as_json():
@@ -165,3 +166,31 @@ def test_each_input_gets_its_own_default_folder(face_chips: list[Path], tmp_path
     assert refused.exit_code == 1 and refused.stdout == ""
     assert "settings.input:" in refused.stderr and "'" + str(tmp_path / "second") in refused.stderr
     assert "settings.faces" not in refused.stderr and "min_face_size" not in refused.stderr
+
+
+def fits_80(result: Result) -> None:
+    """stdout laid out for an 80-column terminal: no line longer, no cell cut to '…'."""
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines and max(len(line) for line in lines) <= 80, result.stdout
+    assert "…" not in result.stdout  # rich's mark of a cut cell
+
+
+def test_listings_fit_80_columns():
+    for args in (["models", "list"], ["benches", "list"]):
+        result = CliRunner().invoke(main, args, env={"COLUMNS": "80"})
+        fits_80(result)
+    models = CliRunner().invoke(main, ["models", "list"], env={"COLUMNS": "80"}).stdout
+    assert "source" in models and "built in" in models  # where each model comes from
+    assert "agebench models pull yu4u-wrn-16-8" in models  # the hint keeps its command whole
+    benches = CliRunner().invoke(main, ["benches", "list"], env={"COLUMNS": "80"}).stdout
+    assert len(benches.splitlines()) < 30  # one line or two a benchmark, not ~70
+    wide = CliRunner().invoke(main, ["benches", "list", "--wide"], env={"COLUMNS": "200"})
+    assert "protocols" in wide.stdout and "protocols" not in benches
+
+
+def test_piped_output_is_not_hard_wrapped(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    result = CliRunner().invoke(main, ["benches", "list", "--wide"])  # stdout: not a terminal
+    row = next(line for line in result.stdout.splitlines() if " facebase " in line)
+    assert "Unified facial age estimation benchmark (Paplham et al., CVPR 2024)" in row
