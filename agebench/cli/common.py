@@ -301,12 +301,12 @@ def benchmark_options(*, required: bool) -> Callable[[F], F]:
 
 def parse_pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
     """``--column ROLE=NAME`` / ``--option KEY=VALUE`` pairs as a mapping (a malformed one is
-    a user error naming the flag)."""
+    a usage error naming the flag)."""
     pairs = {}
     for value in values:
         key, sep, item = value.partition("=")
-        if not sep or not key:
-            raise AgebenchError(f"{flag} {value!r}: expected KEY=VALUE")
+        if not sep or not key:  # a usage error (exit 2, with the usage line), as click's own
+            raise click.BadParameter(f"{value!r}: expected KEY=VALUE", param_hint=flag)
         pairs[key.strip()] = item.strip()
     return pairs
 
@@ -370,9 +370,13 @@ class ProgressBar:
             self.progress.stop()
 
 
+#: a metric that is unknown (no spread for epsilon, nothing scored): what the reports write
+MISSING = "n/a"
+
+
 def fmt(value: Any, spec: str = ".2f") -> str:
-    """A metric for a table cell; '-' when it is unknown."""
-    return "-" if value is None else format(value, spec)
+    """A metric for a table cell; ``n/a`` when it is unknown, as the reports write it."""
+    return MISSING if value is None else format(value, spec)
 
 
 def shown(path: Path) -> str:

@@ -14,6 +14,7 @@ from rich.table import Table
 import agebench
 from agebench.api_results import CompareResult
 from agebench.cli.common import (
+    MISSING,
     benchmark_options,
     console,
     execution_options,
@@ -211,7 +212,7 @@ def _marked_table(title: str, keys: list[tuple[str, list[str]]], columns: list[C
         for (_, values, spec, _), best in zip(columns, winners, strict=True):
             value = values[i]
             if spec == "ci":
-                text = f"{fmt(value[0])}-{fmt(value[1])}" if value else "-"
+                text = f"{fmt(value[0])}-{fmt(value[1])}" if value else MISSING
             elif spec == "text":
                 text = "-" if value is None else str(value)
             else:

@@ -11,6 +11,7 @@ from rich.table import Table
 import agebench
 from agebench.api_results import EvalResult
 from agebench.cli.common import (
+    MISSING,
     ProgressBar,
     alerts,
     benchmark_options,
@@ -140,11 +141,10 @@ def print_summary(result: EvalResult) -> None:
     for column in ("target", "MAE", "95% CI", "RMSE", "bias", "CS@5", "epsilon", "coverage"):
         table.add_column(column, justify="right")
     for target, m in result.metrics.items():
-        ci = m.mae_ci or (None, None)
         table.add_row(
             target,
             fmt(m.mae),
-            f"{fmt(ci[0])}-{fmt(ci[1])}",
+            f"{fmt(m.mae_ci[0])}-{fmt(m.mae_ci[1])}" if m.mae_ci else MISSING,
             fmt(m.rmse),
             fmt(m.bias, "+.2f"),
             fmt(m.cs5, ".3f"),

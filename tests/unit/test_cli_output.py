@@ -194,3 +194,42 @@ def test_piped_output_is_not_hard_wrapped(monkeypatch: pytest.MonkeyPatch):
     result = CliRunner().invoke(main, ["benches", "list", "--wide"])  # stdout: not a terminal
     row = next(line for line in result.stdout.splitlines() if " facebase " in line)
     assert "Unified facial age estimation benchmark (Paplham et al., CVPR 2024)" in row
+
+
+def test_benches_info_has_no_internal_note():
+    result = CliRunner().invoke(main, ["benches", "info", "csv"])
+    assert result.exit_code == 0, result.output
+    assert "runner should" not in result.stdout and "csv_generic" not in result.stdout
+    assert "--option crop=tight" in result.stdout  # what the note now says: the user's fix
+
+
+def test_csv_faces_none_names_its_fix_and_a_bad_column_is_a_usage_error(
+    face_chips: list[Path], tmp_path: Path
+):
+    (tmp_path / "labels.csv").write_text(f"path,age\n{face_chips[0].name},30\n")
+    args = ["eval", "-b", "csv", "--root", str(face_chips[0].parent)]
+    args += ["--labels", str(tmp_path / "labels.csv"), "--bootstrap", "100"]
+    refused = invoke([*args, "--faces", "none", "--out", "x"], tmp_path)
+    assert refused.exit_code == 1 and "--option crop=tight" in refused.stderr
+    assert "Traceback" not in refused.output
+    malformed = invoke([*args, "--column", "age"], tmp_path)
+    assert malformed.exit_code == 2 and "--column" in malformed.stderr
+    assert "KEY=VALUE" in malformed.stderr and "Usage:" in malformed.stderr
+
+
+def test_unknown_epsilon_reads_as_the_report_writes_it(face_chips: list[Path], tmp_path: Path):
+    chips = tmp_path / "chips"
+    chips.mkdir()
+    for path in face_chips[:3]:
+        shutil.copy(path, chips / path.name)
+    args = ["-q", "eval", "-b", "utkface", "--root", str(chips), "--bootstrap", "100"]
+    result = invoke(args, tmp_path)
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.stdout.splitlines() if "│    age" in line)
+    (folder,) = {p.parent for p in (tmp_path / "reports").rglob("report.md")}
+    report_row = next(
+        line for line in (folder / "report.md").read_text().splitlines() if line.startswith("| age")
+    )
+    assert report_row.rstrip(" |").endswith("n/a")  # UTKFace has no apparent-age spread
+    cells = [cell.strip() for cell in row.split("│")]
+    assert cells[7] == "n/a"  # target, MAE, CI, RMSE, bias, CS@5, epsilon
