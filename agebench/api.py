@@ -294,6 +294,17 @@ def load(
     return AgeEstimator(PredictStack.for_predict(config), config)
 
 
+def default_predict_out(source: str | os.PathLike[str]) -> Path:
+    """``reports/predict-<NAME>``, NAME the input folder's name (a file's, less its suffix).
+
+    Named after the input so that predicting on another folder from the same place starts a
+    folder of its own instead of being refused by the first one's (a folder holds one run).
+    """
+    path = Path(source).resolve()
+    name = path.stem if path.is_file() else path.name
+    return Path("reports") / f"predict-{name or 'root'}"
+
+
 def predict(
     source: str | os.PathLike[str],
     out: str | os.PathLike[str] | None = None,
@@ -319,15 +330,14 @@ def predict(
     notify: Notify | None = None,
 ) -> PredictResult:
     """``agebench predict SOURCE --out OUT``: every image under ``source`` (a folder or one
-    file), written to ``out`` (default ``reports/predict``, the command's) and returned as a
-    :class:`~agebench.api_results.PredictResult`.
+    file), written to ``out`` (default :func:`default_predict_out`, the command's) and
+    returned as a :class:`~agebench.api_results.PredictResult`.
 
     ``resume=False`` is ``--overwrite``. ``progress(event, amount)`` hears "total" and
     "advance"; ``notify(text)`` who a ``wait=True`` run waits for.
     """
-    config = _predict_config(
-        Path(source), Path(out) if out is not None else Path("reports/predict"), locals()
-    )
+    folder = Path(out) if out is not None else default_predict_out(source)
+    config = _predict_config(Path(source), folder, locals())
     outcome = PredictRun(config).run(progress=progress, notify=notify)
     return PredictResult.read(Path(outcome.summary["out"]), outcome.summary)
 
@@ -452,6 +462,7 @@ __all__ = [
     "Face",
     "ImageInput",
     "compare",
+    "default_predict_out",
     "evaluate",
     "load",
     "predict",

@@ -328,10 +328,9 @@ a record (a failure) and is reported.
         ),
     },
     notes=(
-        "The runner should ask csv_generic.ready_crop(options) (SPEC.crops_for_options) and "
-        "csv_generic.default_faces(load_options) rather than the static crops/default_faces: "
-        "with box columns mapped the default is --faces box, with crop=tight/aligned/margin it "
-        "is none. A repeated image path is reported and its later rows ignored."
+        "The default --faces follows the options: box when the four box columns are mapped, "
+        "none with --option crop=tight, aligned or margin:<m>, detect otherwise. A repeated "
+        "image path is reported and its later rows ignored."
     ),
     crops_for_options=ready_crop,
 )

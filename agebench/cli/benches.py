@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
+from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 import agebench  # agebench.benches loads on first use: the registry reads plugins
-from agebench.cli.common import friendly_errors
+from agebench.cli.common import friendly_errors, info_data, print_json, results
 
 
 @click.group("benches")
@@ -16,25 +17,38 @@ def benches() -> None:
 
 
 @benches.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+@click.option("--wide", is_flag=True, help="All columns (protocols, splits, targets, images) too.")
 @friendly_errors
-def benches_list() -> None:
-    """Every benchmark agebench can read."""
-    table = Table(title="agebench benchmarks")
+def benches_list(as_json: bool, wide: bool) -> None:
+    """Every benchmark agebench can read (one line each; --wide for all columns,
+    'benches info NAME' for the layout)."""
+    infos = agebench.benches.list()
+    if as_json:
+        print_json([info_data(info) for info in infos])
+        return
+    table = Table(title="agebench benchmarks", box=box.SIMPLE_HEAD)
     table.add_column("name", no_wrap=True)
-    for column in ("title", "protocols", "splits", "targets", "images are", "faces"):
-        table.add_column(column)
-    for info in agebench.benches.list():
+    table.add_column("faces", no_wrap=True)
+    wide_columns = ("protocols", "splits", "targets", "images are") if wide else ()
+    for column in wide_columns:
+        table.add_column(column, overflow="fold")
+    table.add_column("title", overflow="fold")
+    for info in infos:
         crops = info.crops + (f" (margin {info.crop_margin:g})" if info.crop_margin else "")
-        table.add_row(
-            info.name,
-            info.title,
+        wide_cells = (
             ", ".join(info.protocols),
             ", ".join(info.splits) or "-",
             ", ".join(info.targets),
             crops,
-            info.default_faces,
         )
-    Console().print(table)
+        table.add_row(
+            escape(info.name),
+            info.default_faces,
+            *(wide_cells if wide else ()),
+            escape(info.title),
+        )
+    results().print(table)
 
 
 @benches.command("info")
@@ -43,7 +57,7 @@ def benches_list() -> None:
 def benches_info(name: str) -> None:
     """Expected layout, label files and columns, protocols, options and citation."""
     spec = agebench.benches.get(name).spec
-    out = Console()
+    out = results()
     out.print(f"[bold]{spec.name}[/] (spec version {spec.version}): {spec.title}", highlight=False)
     out.print(f"citation: {spec.citation}", highlight=False)
     out.print(f"url: {spec.url}", highlight=False)

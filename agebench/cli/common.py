@@ -1,5 +1,6 @@
-"""What every command shares: the stderr console, one-line errors, progress bars and the
-option decorators, so that a flag reads and behaves the same on every command that has it.
+"""What every command shares: the consoles (results on stdout; progress, status and warnings
+on stderr), one-line errors, progress bars and the option decorators, so that a flag reads and
+behaves the same on every command that has it.
 
 Command modules import from here, never from ``agebench.cli`` (the package that registers
 them), which keeps the import graph a tree: ``cli/__init__`` -> command module -> ``common``.
@@ -7,7 +8,10 @@ them), which keeps the import graph a tree: ``cli/__init__`` -> command module -
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
+import logging
 import os
 import sys
 import threading
@@ -32,8 +36,13 @@ from agebench.core.errors import AgebenchError
 from agebench.core.types import BACKENDS, DEVICES, FACES_MODES, PRECISIONS, TUNINGS
 
 F = TypeVar("F", bound=Callable[..., Any])
-#: progress, tables and messages go to stderr, so that stdout stays for data (``--json``)
+#: progress and status, on stderr: ``--quiet`` silences it, and stdout holds only results
 console = Console(stderr=True)
+#: errors and warnings, on stderr: shown even with ``--quiet`` (a user must see what went wrong)
+alerts = Console(stderr=True)
+#: the width results are laid out at when stdout is piped and COLUMNS is unset: wide enough
+#: that no line is hard-wrapped, so a ``grep`` or a file sees each row whole
+PIPED_WIDTH = 10_000
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 
@@ -46,7 +55,7 @@ def friendly_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except AgebenchError as error:
-            console.print(
+            alerts.print(
                 f"[bold red]error:[/] {escape(str(error))}",
                 markup=True,
                 highlight=False,
@@ -55,19 +64,75 @@ def friendly_errors(fn: F) -> F:
             sys.exit(EXIT_ERROR)
         except OSError as error:  # the environment failed us (disk, permissions): one line
             where = f"{error.filename}: " if error.filename else ""
-            console.print(
+            alerts.print(
                 f"[bold red]error:[/] {escape(where + (error.strerror or str(error)))}",
                 highlight=False,
                 soft_wrap=True,
             )
             sys.exit(EXIT_ERROR)
         except KeyboardInterrupt:
-            console.print(
+            alerts.print(
                 "[yellow]interrupted[/]: finished images are saved; rerun with --resume to continue"
             )
             sys.exit(EXIT_INTERRUPTED)
 
     return wrapper  # type: ignore[return-value]
+
+
+# --- streams and verbosity ------------------------------------------------------------------
+
+
+def results() -> Console:
+    """The stdout console for result tables and summaries, made per call so that it writes
+    to the stdout of the moment (tests swap it). At a terminal, or with COLUMNS set, it fits
+    the width; piped, lines are not hard-wrapped."""
+    tty = Console()
+    if tty.is_terminal or os.environ.get("COLUMNS", "").isdigit():
+        return tty
+    return Console(width=PIPED_WIDTH)
+
+
+def print_json(data: Any) -> None:
+    """``--json``: the result as data, the only thing on stdout (paths as strings)."""
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def info_data(info: Any) -> dict[str, Any]:
+    """A listing's row (``ModelInfo``, ``BenchInfo``) as data: its fields but the parsed spec,
+    which ``models info`` / ``benches info`` show in full."""
+    return {f.name: getattr(info, f.name) for f in dataclasses.fields(info) if f.name != "spec"}
+
+
+#: the handler ``-v`` adds to the ``agebench`` logger (kept to be replaced, never duplicated)
+_log_handler: logging.Handler | None = None
+
+
+def set_verbosity(quiet: bool, verbose: int) -> None:
+    """``--quiet``: no progress or status (results, warnings and errors stay); ``-v``/``-vv``:
+    the library's ``logging`` at INFO/DEBUG on stderr (WARNING otherwise, Python's default)."""
+    global _log_handler
+    console.quiet = quiet
+    logger = logging.getLogger("agebench")
+    if _log_handler is not None:
+        logger.removeHandler(_log_handler)
+        _log_handler = None
+    if verbose:
+        _log_handler = logging.StreamHandler(sys.stderr)
+        _log_handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(_log_handler)
+        logger.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+    else:
+        logger.setLevel(logging.NOTSET)
+
+
+def json_option(fn: F) -> F:
+    """--json: the result as JSON on stdout and nothing else there (progress stays on stderr)."""
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="Print the result as JSON on stdout (and nothing else there).",
+    )(fn)
 
 
 # --- shared options --------------------------------------------------------------------------
@@ -236,12 +301,12 @@ def benchmark_options(*, required: bool) -> Callable[[F], F]:
 
 def parse_pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
     """``--column ROLE=NAME`` / ``--option KEY=VALUE`` pairs as a mapping (a malformed one is
-    a user error naming the flag)."""
+    a usage error naming the flag)."""
     pairs = {}
     for value in values:
         key, sep, item = value.partition("=")
-        if not sep or not key:
-            raise AgebenchError(f"{flag} {value!r}: expected KEY=VALUE")
+        if not sep or not key:  # a usage error (exit 2, with the usage line), as click's own
+            raise click.BadParameter(f"{value!r}: expected KEY=VALUE", param_hint=flag)
         pairs[key.strip()] = item.strip()
     return pairs
 
@@ -305,9 +370,13 @@ class ProgressBar:
             self.progress.stop()
 
 
+#: a metric that is unknown (no spread for epsilon, nothing scored): what the reports write
+MISSING = "n/a"
+
+
 def fmt(value: Any, spec: str = ".2f") -> str:
-    """A metric for a table cell; '-' when it is unknown."""
-    return "-" if value is None else format(value, spec)
+    """A metric for a table cell; ``n/a`` when it is unknown, as the reports write it."""
+    return MISSING if value is None else format(value, spec)
 
 
 def shown(path: Path) -> str:
@@ -321,7 +390,7 @@ def shown(path: Path) -> str:
 
 def print_decoder_warnings(count: int) -> None:
     if count:
-        console.print(
+        alerts.print(
             f"[yellow]{count} image(s) decoded with warnings[/] (damaged data decoded around; "
             "their notes say what): --strict fails them",
             highlight=False,

@@ -14,13 +14,17 @@ from rich.table import Table
 import agebench
 from agebench.api_results import CompareResult
 from agebench.cli.common import (
+    MISSING,
     benchmark_options,
     console,
     execution_options,
     fmt,
     friendly_errors,
     image_progress,
+    json_option,
     parse_pairs,
+    print_json,
+    results,
     shown,
 )
 from agebench.core.config import ExecutionConfig
@@ -61,6 +65,12 @@ MAX_PAIRS_PRINTED = 10
     default=None,
     help="Target to compare (default: the benchmark's headline, e.g. age).",
 )
+@click.option(
+    "--wide",
+    is_flag=True,
+    help="All columns (epsilon, seen test set, coverage, provider, CIs of pairs, who is closer).",
+)
+@json_option
 @friendly_errors
 def compare(
     models_or_runs: tuple[str, ...],
@@ -78,6 +88,8 @@ def compare(
     n_boot: int,
     alpha: float,
     target: str | None,
+    wide: bool,
+    as_json: bool,
     execution: ExecutionConfig,
 ) -> None:
     """Compare models (run on one benchmark) or finished eval runs, record by record.
@@ -119,36 +131,43 @@ def compare(
             **execution.as_options(),
             progress=on_progress,
         )
-    print_comparison(result)
+    if as_json:
+        extra = {"out": result.out, "report": result.report, "reused": result.reused}
+        print_json({**result.comparison, **extra})
+    else:
+        print_comparison(result, wide=wide)
 
 
-def print_comparison(result: CompareResult) -> None:
-    """How each run was obtained, the three tables, the findings and the report's path."""
+def print_comparison(result: CompareResult, *, wide: bool = False) -> None:
+    """How each run was obtained (status, on stderr), then on stdout the three tables, the
+    findings and the report's path. The tables fit 80 columns unless ``wide``; the report
+    has every column."""
+    out = results()
     comparison = result.comparison
     for run, reused in zip(comparison["runs"], result.reused, strict=True):
         how = "read" if reused is None else ("reused" if reused else "evaluated")
         console.print(
             escape(f"{how}: {run['label']}  {run['path']}"), highlight=False, soft_wrap=True
         )
-    console.print(ranking_table(comparison))
-    console.print(models_table(comparison))
+    out.print(ranking_table(comparison, wide=wide))
+    out.print(models_table(comparison, wide=wide))
     if len(comparison["pairs"]) <= MAX_PAIRS_PRINTED:
-        console.print(pairs_table(comparison))
+        out.print(pairs_table(comparison, wide=wide))
     for finding in comparison.get("findings") or []:
-        console.print(
+        out.print(
             f"[bold yellow]{escape(finding['model'])}: {escape(finding['kind'])}:[/] "
             f"{escape(finding['message'])}",
             highlight=False,
             soft_wrap=True,
         )
     inter = comparison["intersection"]
-    console.print(
+    out.print(
         f"headline over the {inter['n_scored_by_all']} of {inter['n_label_rows']} label rows "
         f"scored by every model; {inter['n_failed_records']} record(s) failed by at least one "
         "model (listed in the report)",
         highlight=False,
     )
-    console.print(
+    out.print(
         f"report: {escape(shown(result.out / 'report.html'))}", soft_wrap=True, highlight=False
     )
 
@@ -176,8 +195,8 @@ def _marked_table(title: str, keys: list[tuple[str, list[str]]], columns: list[C
     for header, _ in keys:
         if header == "rank":
             table.add_column(header, justify="right", no_wrap=True)
-        else:
-            table.add_column(header, overflow="fold")
+        else:  # a model's name whole: a split one reads as two
+            table.add_column(header, no_wrap=True)
     for header, *_ in columns:
         table.add_column(header, justify="right", no_wrap=True)
     winners: list[set[int]] = []
@@ -193,7 +212,7 @@ def _marked_table(title: str, keys: list[tuple[str, list[str]]], columns: list[C
         for (_, values, spec, _), best in zip(columns, winners, strict=True):
             value = values[i]
             if spec == "ci":
-                text = f"{fmt(value[0])}-{fmt(value[1])}" if value else "-"
+                text = f"{fmt(value[0])}-{fmt(value[1])}" if value else MISSING
             elif spec == "text":
                 text = "-" if value is None else str(value)
             else:
@@ -203,7 +222,7 @@ def _marked_table(title: str, keys: list[tuple[str, list[str]]], columns: list[C
     return table
 
 
-def ranking_table(comparison: Mapping[str, Any]) -> Table:
+def ranking_table(comparison: Mapping[str, Any], *, wide: bool = False) -> Table:
     """The ranking by MAE on the images every model scored, one model a row."""
     models = {m["label"]: m for m in comparison["models"]}
     order = comparison["ranking"]["order"]
@@ -221,9 +240,9 @@ def ranking_table(comparison: Mapping[str, Any]) -> Table:
         ("CS@5", [m["metrics"].get("cs5") for m in rows], ".3f", "high"),
         ("bias", [m["metrics"].get("bias") for m in rows], "+.2f", "abs-low"),
     ]
-    if any(m.get("epsilon_error") is not None for m in rows):
+    if wide and any(m.get("epsilon_error") is not None for m in rows):
         columns.append(("epsilon", [m.get("epsilon_error") for m in rows], ".3f", "low"))
-    if any(e.get("contamination") for e in order):
+    if wide and any(e.get("contamination") for e in order):
         seen = [", ".join(e.get("contamination") or []) or "no" for e in order]
         columns.append(("seen test set", seen, "text", None))
     title = (
@@ -238,7 +257,7 @@ def ranking_table(comparison: Mapping[str, Any]) -> Table:
     return table
 
 
-def models_table(comparison: Mapping[str, Any]) -> Table:
+def models_table(comparison: Mapping[str, Any], *, wide: bool = False) -> Table:
     """Each model's own full set, failures, speed and size, in ranking order."""
     models = {m["label"]: m for m in comparison["models"]}
     rows = [models[entry["model"]] for entry in comparison["ranking"]["order"]]
@@ -247,12 +266,18 @@ def models_table(comparison: Mapping[str, Any]) -> Table:
         for m in rows
     ]
     size = [None if m["model_size_bytes"] is None else m["model_size_bytes"] / 1e6 for m in rows]
+    coverage: list[Column] = [
+        ("coverage", [m["full_set"].get("coverage") for m in rows], ".1%", "high")
+    ]
+    on: list[Column] = [
+        ("on", [p.removesuffix("ExecutionProvider") for p in provider], "text", None)
+    ]
     columns: list[Column] = [
         ("all MAE", [m["full_set"].get("mae") for m in rows], ".2f", "low"),
-        ("coverage", [m["full_set"].get("coverage") for m in rows], ".1%", "high"),
+        *(coverage if wide else []),
         ("failed", [m["failures"]["records"] for m in rows], "d", "low"),
         ("images/s", [m["throughput"].get("images_per_second") for m in rows], ".1f", "high"),
-        ("on", [p.removesuffix("ExecutionProvider") for p in provider], "text", None),
+        *(on if wide else []),
         ("MB", size, ".1f", "low"),
     ]
     table = _marked_table(
@@ -262,26 +287,29 @@ def models_table(comparison: Mapping[str, Any]) -> Table:
     return table
 
 
-def pairs_table(comparison: Mapping[str, Any]) -> Table:
-    """Each pair on the images every model scored: MAE difference, CI, Holm p, who is closer."""
+def pairs_table(comparison: Mapping[str, Any], *, wide: bool = False) -> Table:
+    """Each pair on the images every model scored: MAE difference, Holm p (``wide``: the
+    difference's CI and who is closer too)."""
     table = Table(box=box.SIMPLE_HEAD, title="pairs (A - B, on the same images)")
     for column in ("A", "B"):
-        table.add_column(column, overflow="fold")
-    for column in ("MAE A-B", "95% CI", "Holm p", "closer: A / B / tie"):
+        table.add_column(column, no_wrap=True)
+    numbers = (
+        ("MAE A-B", "95% CI", "Holm p", "closer: A / B / tie") if wide else ("MAE A-B", "Holm p")
+    )
+    for column in numbers:
         table.add_column(column, justify="right", no_wrap=True)
     for p in comparison["pairs"]:
         ci = p.get("mae_diff_ci") or [None, None]
         closer = p["closer"]
         p_holm = p["wilcoxon"].get("p_holm")
         shares = [closer.get(k) for k in ("share_a_closer", "share_b_closer", "share_ties")]
-        table.add_row(
-            escape(p["a"]),
-            escape(p["b"]),
-            fmt(p.get("mae_diff"), "+.2f"),
-            escape(f"[{fmt(ci[0], '+.2f')}, {fmt(ci[1], '+.2f')}]"),
-            ("<0.0001" if p_holm is not None and p_holm < 1e-4 else fmt(p_holm, ".4f"))
-            + ("*" if p.get("significant") else ""),
-            " / ".join(fmt(v, ".0%") for v in shares),
+        holm = ("<0.0001" if p_holm is not None and p_holm < 1e-4 else fmt(p_holm, ".4f")) + (
+            "*" if p.get("significant") else ""
         )
+        diff = fmt(p.get("mae_diff"), "+.2f")
+        interval = escape(f"[{fmt(ci[0], '+.2f')}, {fmt(ci[1], '+.2f')}]")
+        closer_text = " / ".join(fmt(v, ".0%") for v in shares)
+        cells = (diff, interval, holm, closer_text) if wide else (diff, holm)
+        table.add_row(escape(p["a"]), escape(p["b"]), *cells)
     table.caption = "* significant after Holm correction"
     return table

@@ -11,15 +11,19 @@ from rich.table import Table
 import agebench
 from agebench.api_results import EvalResult
 from agebench.cli.common import (
+    MISSING,
     ProgressBar,
+    alerts,
     benchmark_options,
-    console,
     execution_options,
     fmt,
     friendly_errors,
+    json_option,
     notify_wait,
     parse_pairs,
     print_decoder_warnings,
+    print_json,
+    results,
     run_folder_options,
     shown,
 )
@@ -67,6 +71,7 @@ MAX_PROBLEMS_PRINTED = 5
     show_default=True,
     help="Reuse a finished or interrupted run of the same model on the same data.",
 )
+@json_option
 @run_folder_options
 @friendly_errors
 def eval_command(
@@ -89,6 +94,7 @@ def eval_command(
     reuse: bool,
     wait: bool,
     strict: bool,
+    as_json: bool,
     execution: ExecutionConfig,
 ) -> None:
     """Score a model on a benchmark laid out as its authors publish it."""
@@ -117,11 +123,16 @@ def eval_command(
             progress=on_progress,
             notify=notify_wait,
         )
-    print_summary(result)
+    if as_json:
+        print_json({**result.summary, "out": result.out, "report": result.report})
+    else:
+        print_summary(result)
 
 
 def print_summary(result: EvalResult) -> None:
-    """The metrics per target, the counts, label problems, findings and the report's path."""
+    """The metrics per target, the counts, findings and the report's path on stdout; label
+    problems and decoder warnings on stderr."""
+    out = results()
     counts = result.counts
     title = (
         f"{result.model.name} on {result.benchmark} ({result.protocol}, {result.split or 'all'})"
@@ -130,25 +141,24 @@ def print_summary(result: EvalResult) -> None:
     for column in ("target", "MAE", "95% CI", "RMSE", "bias", "CS@5", "epsilon", "coverage"):
         table.add_column(column, justify="right")
     for target, m in result.metrics.items():
-        ci = m.mae_ci or (None, None)
         table.add_row(
             target,
             fmt(m.mae),
-            f"{fmt(ci[0])}-{fmt(ci[1])}",
+            f"{fmt(m.mae_ci[0])}-{fmt(m.mae_ci[1])}" if m.mae_ci else MISSING,
             fmt(m.rmse),
             fmt(m.bias, "+.2f"),
             fmt(m.cs5, ".3f"),
             fmt(m.epsilon_error, ".3f"),
             fmt(m.coverage, ".1%"),
         )
-    console.print(table)
+    out.print(table)
     groups = result.group_metrics
     if groups:
-        console.print(
+        out.print(
             f"group accuracy {fmt(groups.get('accuracy'), '.3f')}, "
             f"one-off {fmt(groups.get('one_off'), '.3f')}"
         )
-    console.print(
+    out.print(
         f"records {counts.records}, scored {counts.scored}, no face {counts.no_face}, "
         f"failed {counts.failed}, missing {counts.missing}, "
         f"label problems {counts.label_problems}",
@@ -156,13 +166,13 @@ def print_summary(result: EvalResult) -> None:
     )
     print_decoder_warnings(counts.decoder_warnings)
     for problem in result.problems[:MAX_PROBLEMS_PRINTED]:
-        console.print(f"  [yellow]label problem[/] {escape(problem)}", highlight=False)
+        alerts.print(f"  [yellow]label problem[/] {escape(problem)}", highlight=False)
     for finding in result.findings:
-        console.print(
+        out.print(
             f"[bold yellow]{escape(finding['kind'])}:[/] {escape(finding['message'])}",
             highlight=False,
             soft_wrap=True,
         )
-    console.print(
+    out.print(
         f"report: {escape(shown(result.out / 'report.html'))}", soft_wrap=True, highlight=False
     )

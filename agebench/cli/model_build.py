@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from agebench.cli.common import F, console, friendly_errors
+from agebench.cli.common import F, console, friendly_errors, results
 from agebench.core.errors import AgebenchError
 from agebench.core.types import QUANTIZE_TARGETS, QuantizeTarget
 
@@ -69,11 +69,12 @@ def _stage(message: str) -> None:
 
 
 def _print_build(result: Any) -> None:
-    """What was registered and what its gate measured."""
+    """What was registered and what its gate measured, on stdout."""
+    out = results()
     from agebench.build.gate import gate_summary
 
     if result.report is None:
-        console.print(
+        out.print(
             escape(f"{result.name}: {result.status} ({result.manifest_path}; sha256 verified)"),
             highlight=False,
             soft_wrap=True,
@@ -93,17 +94,17 @@ def _print_build(result: Any) -> None:
                 f"{report.max_abs_diff_age[label]:.2e}" if first else "",
                 f"{report.mean_abs_diff_age[label]:.2e}" if first else "",
             )
-    console.print(table)
+    out.print(table)
     real = report.real_faces
     if real.get("mae") is not None:
-        console.print(
+        out.print(
             f"real faces ({escape(str(real['dir']))}, {real['n']}): MAE {real['mae']:.2f}, "
             f"CS@5 {real['cs5']:.3f}"
             + (f" (reference MAE {real['reference_mae']:.2f})" if "reference_mae" in real else ""),
             highlight=False,
         )
-    console.print(f"checks: {', '.join(report.checks)}", highlight=False)
-    console.print(
+    out.print(f"checks: {', '.join(report.checks)}", highlight=False)
+    out.print(
         escape(
             f"{result.name}: {result.status} -> {result.manifest_path} "
             f"(parity / MAE {gate_summary(result.spec.extra)})"

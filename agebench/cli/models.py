@@ -7,12 +7,12 @@ import json
 from typing import Any
 
 import click
-from rich.console import Console
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
 import agebench
-from agebench.cli.common import friendly_errors
+from agebench.cli.common import friendly_errors, info_data, print_json, results
 from agebench.cli.model_build import models_convert, models_pull, models_quantize
 from agebench.core.errors import AgebenchError
 
@@ -23,37 +23,52 @@ def models() -> None:
 
 
 @models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+@click.option("--wide", is_flag=True, help="All columns (input, decoder, crop, parity / MAE) too.")
 @friendly_errors
-def models_list() -> None:
-    """Every model this installation knows, and whether its weights are present."""
+def models_list(as_json: bool, wide: bool) -> None:
+    """Every model this installation knows, where it comes from and whether its weights are
+    present (the columns fit 80; --wide shows them all, 'models info NAME' the rest)."""
     from agebench.build.gate import gate_summary
 
-    table = Table(title="agebench models")
+    infos = agebench.models.list()
+    if as_json:
+        print_json([info_data(info) for info in infos])
+        return
+    table = Table(title="agebench models", box=box.SIMPLE_HEAD)
     table.add_column("name", no_wrap=True)
-    for column in ("framework", "input", "decoder", "crop", "licence", "parity / MAE", "weights"):
-        table.add_column(column)
+    columns = ["source", "framework"]
+    columns += ["input", "decoder", "crop"] if wide else []
+    columns += ["licence"] + (["parity / MAE"] if wide else []) + ["weights"]
+    for column in columns:
+        table.add_column(column, overflow="fold")
     problems: list[str] = []
-    for info in agebench.models.list():
+    to_pull: list[str] = []
+    for info in infos:
         if info.spec is None:
             if info.pullable:
-                state = f"[yellow]{escape(str(info.error))}[/]"
+                to_pull.append(info.name)
+                state = "-"  # its source says "not pulled"; the command is under the table
             else:
                 state = "[red]invalid (below)[/]"
                 problems.append(f"{info.name}: {info.error}")
-            table.add_row(escape(info.name), "-", "-", "-", "-", "-", "-", state)
-            continue
-        table.add_row(
-            escape(info.name),
-            escape(str(info.framework)),
-            escape(str(info.input)),
-            escape(", ".join(info.heads)),
-            escape(str(info.crop)),
-            escape(_short_licence(info.license or "")),
-            escape(gate_summary(info.spec.extra)),
-            "[green]present[/]" if info.weights_present else "[yellow]missing[/]",
-        )
-    out = Console()
+            cells = {"source": info.source, "weights": state}
+        else:
+            cells = {
+                "source": info.source,
+                "framework": escape(str(info.framework)),
+                "input": escape(str(info.input)),
+                "decoder": escape(", ".join(info.heads)),
+                "crop": escape(str(info.crop)),
+                "licence": escape(_short_licence(info.license or "")),
+                "parity / MAE": escape(gate_summary(info.spec.extra)),
+                "weights": "[green]present[/]" if info.weights_present else "[yellow]missing[/]",
+            }
+        table.add_row(escape(info.name), *(cells.get(column, "-") for column in columns))
+    out = results()
     out.print(table)
+    for name in to_pull:  # the command whole, on its own line: a cell would cut or wrap it
+        out.print(f"not pulled: agebench models pull {escape(name)}", highlight=False)
     for problem in problems:  # in full, one per line: a table cell would wrap it illegibly
         out.print(f"[red]invalid[/] {escape(problem)}", highlight=False, soft_wrap=True)
 
@@ -89,7 +104,7 @@ def models_info(name: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2))
     else:
-        out = Console()
+        out = results()
         for key, value in info.items():
             if isinstance(value, dict):
                 out.print(f"[bold]{escape(key)}[/]")

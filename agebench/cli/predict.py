@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.markup import escape
@@ -13,11 +14,13 @@ import agebench
 from agebench.api_results import PredictResult
 from agebench.cli.common import (
     ProgressBar,
-    console,
     execution_options,
     friendly_errors,
+    json_option,
     notify_wait,
     print_decoder_warnings,
+    print_json,
+    results,
     run_folder_options,
 )
 from agebench.core.config import ExecutionConfig
@@ -26,6 +29,9 @@ from agebench.models.catalog import DEFAULT_MODEL
 
 #: the failures listed on the terminal; summary.json has them all
 MAX_FAILURES_PRINTED = 10
+#: up to this many images, each face's age is printed too: someone trying agebench on a photo
+#: or a handful wants the ages, not counts; above it predictions.jsonl has them
+MAX_IMAGES_LISTED = 20
 
 
 @click.command("predict")
@@ -33,9 +39,9 @@ MAX_FAILURES_PRINTED = 10
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
-    default=Path("reports/predict"),
-    show_default=True,
-    help="Output folder: one JSON per image (mirroring INPUT), predictions.jsonl, summary.json.",
+    default=None,
+    help="Output folder: one JSON per image (mirroring INPUT), predictions.jsonl, summary.json "
+    "(default: reports/predict-<INPUT's name>).",
 )
 @click.option(
     "--model",
@@ -87,12 +93,13 @@ MAX_FAILURES_PRINTED = 10
 @click.option(
     "--save-raw", is_flag=True, help="Also write raw model outputs (probabilities, ranks...)."
 )
+@json_option
 @run_folder_options
 @execution_options
 @friendly_errors
 def predict(
     input: Path,
-    out: Path,
+    out: Path | None,
     model: str | None,
     manifest: Path | None,
     faces: PredictFacesMode,
@@ -104,6 +111,7 @@ def predict(
     save_raw: bool,
     wait: bool,
     strict: bool,
+    as_json: bool,
     execution: ExecutionConfig,
 ) -> None:
     """Estimate the age of every face in the images under INPUT."""
@@ -126,12 +134,18 @@ def predict(
             progress=on_progress,
             notify=notify_wait,
         )
-    print_summary(result)
+    if as_json:
+        print_json({**result.summary, "out": result.out})
+    else:
+        print_summary(result)
     sys.exit(result.exit_code)
 
 
 def print_summary(result: PredictResult) -> None:
-    """The counts table, the first failures and where the outputs are."""
+    """The counts table, the first failures and where the outputs are, on stdout."""
+    out = results()
+    if result.counts.images <= MAX_IMAGES_LISTED:
+        out.print(faces_table(result.rows()))
     counts, speed = result.counts, result.images_per_second
     table = Table(title=escape(f"agebench predict: {result.model.name} on {result.provider}"))
     for column in ("images", "faces", "no face", "failed", "resumed", "images/s"):
@@ -144,17 +158,40 @@ def print_summary(result: PredictResult) -> None:
         str(counts.skipped_resumed),
         f"{speed:.1f}" if speed else "-",
     )
-    console.print(table)
+    out.print(table)
     for failure in result.failures[:MAX_FAILURES_PRINTED]:
-        console.print(
+        out.print(
             f"  [yellow]{escape(str(failure['status']))}[/] "
             f"{escape(str(failure['image']))}: {escape(str(failure['error']))}",
             highlight=False,
         )
     if len(result.failures) > MAX_FAILURES_PRINTED:
-        console.print(
+        out.print(
             f"  ... and {len(result.failures) - MAX_FAILURES_PRINTED} more in "
             f"{escape(str(result.out))}/summary.json"
         )
     print_decoder_warnings(counts.decoder_warnings)
-    console.print(f"outputs: {escape(str(result.out))}", highlight=False)
+    out.print(f"outputs: {escape(str(result.out))}", highlight=False)
+
+
+def faces_table(rows: list[dict[str, Any]]) -> Table:
+    """One row per face (file, face box, age +- the model's spread); an image without a face
+    or that failed is one row saying so."""
+    table = Table(title="ages")
+    table.add_column("file", overflow="fold")
+    table.add_column("box (x0, y0, x1, y1)", no_wrap=True)
+    table.add_column("age", justify="right", no_wrap=True)
+    for row in rows:
+        box = row.get("box")
+        if row.get("status") != "ok" or row.get("age") is None:
+            age = f"[yellow]{escape(str(row.get('status', '-')).replace('_', ' '))}[/]"
+        elif row.get("age_std") is not None:
+            age = f"{row['age']:.1f} ± {row['age_std']:.1f}"
+        else:
+            age = f"{row['age']:.1f}"
+        table.add_row(
+            escape(str(row.get("image"))),
+            ", ".join(f"{v:.0f}" for v in box) if box else "-",
+            age,
+        )
+    return table

@@ -212,6 +212,9 @@ class ModelInfo:
 
     name: str
     origin: str
+    #: where it comes from, in a word: "built in", "pulled", "local" (converted or quantized
+    #: here), "plugin" (a package's entry point) or "not pulled" (a pull recipe)
+    source: str
     framework: str | None
     input: str | None
     heads: tuple[str, ...]
@@ -224,6 +227,17 @@ class ModelInfo:
     spec: ModelSpec | None = field(repr=False)
 
 
+def model_source(entry: CatalogEntry) -> str:
+    """``ModelInfo.source``: ``origin`` (a manifest's path, an entry point) in a word."""
+    if entry.pullable:
+        return "not pulled"
+    if entry.origin.startswith("entry point"):
+        return "plugin"
+    if Path(entry.origin).parent == bundled_weights_dir():
+        return "built in"
+    return "pulled" if entry.name in pullable_names() else "local"
+
+
 def model_infos(catalog: ModelCatalog | None = None) -> list[ModelInfo]:
     """Every model this installation knows (registered, broken or pullable), by name."""
     infos = []
@@ -234,6 +248,7 @@ def model_infos(catalog: ModelCatalog | None = None) -> list[ModelInfo]:
                 ModelInfo(
                     name=entry.name,
                     origin=entry.origin,
+                    source=model_source(entry),
                     framework=None,
                     input=None,
                     heads=(),
@@ -252,6 +267,7 @@ def model_infos(catalog: ModelCatalog | None = None) -> list[ModelInfo]:
             ModelInfo(
                 name=spec.name,
                 origin=entry.origin,
+                source=model_source(entry),
                 framework=spec.framework,
                 input=f"{i.layout} {i.height}x{i.width} {i.color}",
                 heads=tuple(f"{h.name}:{h.decoder}" for h in spec.heads),

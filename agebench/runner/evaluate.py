@@ -143,7 +143,12 @@ class EvalRun:
         self.models = self._resolve_models()
         if self.faces == "none":  # fail before any work: whole photos are no face crops
             for spec in self.models.values():
-                plan_ready_crops(self.ready, spec.crop, bench=self.bench.name)
+                plan_ready_crops(
+                    self.ready,
+                    spec.crop,
+                    bench=self.bench.name,
+                    crop_option="crop" in self.bench.options,
+                )
         shas = sorted({m.sha256 for m in self.models.values()})
         self.model_sha = (
             shas[0] if len(shas) == 1 else hashlib.sha256("".join(shas).encode()).hexdigest()

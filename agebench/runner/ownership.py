@@ -96,7 +96,11 @@ class RunIdentity:
 
 
 def _short(value: Any, limit: int = 60) -> str:
-    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
+    """A differing value for the refusal: a string (an input folder, a model) whole, as two
+    paths cut at the same length read alike; a structure cut to ``limit``."""
+    if isinstance(value, str):
+        return repr(value)
+    text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

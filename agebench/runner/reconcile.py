@@ -69,7 +69,20 @@ class ReadyCropPlan:
         )
 
 
-def plan_ready_crops(ready: ReadyCrop, crop: CropSpec, *, bench: str = "input") -> ReadyCropPlan:
+def plan_ready_crops(
+    ready: ReadyCrop, crop: CropSpec, *, bench: str = "input", crop_option: bool = False
+) -> ReadyCropPlan:
+    """How ``--faces none`` frames ready crops for the model; whole photos are refused.
+
+    ``crop_option``: the benchmark takes ``--option crop=`` (the csv one), so the refusal
+    names it: the images may well be crops the options have not said so yet.
+    """
+    if ready.kind == "photo" and crop_option:
+        raise AgebenchError(
+            f"{bench}: --faces none needs face crops, and the images count as whole photos "
+            "unless --option crop= says otherwise: add --option crop=tight (or aligned, "
+            "margin:<m>) if they are crops, else use --faces detect (or --faces box)"
+        )
     if ready.kind == "photo":
         raise AgebenchError(
             f"{bench}: these images are whole photos, not face crops; use --faces detect "

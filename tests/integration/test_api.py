@@ -124,4 +124,9 @@ def test_predict_default_out_is_the_commands(six_chips: Path, tmp_path: Path):
         result = agebench.predict(six_chips, faces="none")
     finally:
         os.chdir(cwd)
-    assert result.out == (tmp_path / "reports" / "predict").resolve()
+    expected = tmp_path / "reports" / f"predict-{six_chips.name}"
+    assert (
+        result.out
+        == expected.resolve()
+        == (tmp_path / agebench.api.default_predict_out(six_chips)).resolve()
+    )

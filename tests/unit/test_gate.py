@@ -189,7 +189,7 @@ def test_models_list_and_info_show_the_gate(tmp_path: Path, monkeypatch: pytest.
     manifest.write_text(text + "\n" + tomli_w.dumps({"gate": report.to_manifest()}))
     monkeypatch.setenv("AGEBENCH_HOME", str(home))
     monkeypatch.setenv("COLUMNS", "250")
-    listing = CliRunner().invoke(main, ["models", "list"])
+    listing = CliRunner().invoke(main, ["models", "list", "--wide"])
     assert listing.exit_code == 0, listing.output
     row = next(line for line in listing.output.splitlines() if "gated" in line)
     assert gate_summary(load_manifest(manifest).extra) in row

@@ -190,7 +190,7 @@ def test_real_recipes_are_listed_until_pulled(tmp_path: Path, monkeypatch: pytes
             rows[name].pullable and rows[name].error == f"not pulled (agebench models pull {name})"
         )
     listing = CliRunner().invoke(main, ["models", "list"])
-    assert "not pulled (agebench models pull yu4u-wrn-16-8)" in listing.output
+    assert "not pulled: agebench models pull yu4u-wrn-16-8" in listing.output
     result = CliRunner().invoke(
         main, ["predict", str(tmp_path), "--out", str(tmp_path / "o"), "-m", "yu4u-wrn-16-8"]
     )

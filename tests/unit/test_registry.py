@@ -131,6 +131,10 @@ def test_models_list_shows_plugin_through_the_cli(tmp_path: Path):
     ).stdout
     assert "plugged" in out and "dlib-age-v1" in out
     assert "server unreachable" in out
+    plugged = next(line for line in out.splitlines() if " plugged " in line)
+    assert " plugin " in plugged  # the source column: a package's entry point
+    builtin = next(line for line in out.splitlines() if " dlib-age-v1 " in line)
+    assert " built in " in builtin
 
 
 def test_earlier_weights_folder_shadows_a_later_one(tmp_path: Path):
