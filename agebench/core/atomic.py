@@ -10,10 +10,11 @@ left behind.
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -106,6 +107,24 @@ def write_json_atomic(
     path: Path, obj: Any, *, durable: bool = False, indent: int | None = 2
 ) -> None:
     write_text_atomic(path, _dumps(obj, indent) + "\n", durable=durable)
+
+
+def write_csv_atomic(
+    path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]], *, durable: bool = False
+) -> int:
+    """Stream ``header`` and then ``rows`` as CSV into ``path`` atomically; return how many
+    rows were written."""
+
+    def write(fh: TextIO) -> int:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(header)
+        count = 0
+        for row in rows:
+            writer.writerow(row)
+            count += 1
+        return count
+
+    return _write_atomic(path, write, durable=durable)
 
 
 def write_lines_atomic(path: Path, rows: Iterable[dict[str, Any]], *, durable: bool = False) -> int:
