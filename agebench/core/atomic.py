@@ -16,9 +16,11 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from agebench.core.errors import AgebenchError
+
+T = TypeVar("T")
 
 #: every temporary file agebench writes ends so (``.NAME.RANDOM.tmp``): a crash leaves only
 #: these behind, and a later run removes them
@@ -59,26 +61,38 @@ def _discard(tmp: Path | None) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def _write_atomic(path: Path, write: Callable[[TextIO], int], *, durable: bool) -> int:
-    """Write through ``write`` into a temporary file and rename it over ``path``: a reader sees
-    the old file or the whole new one, never a part. An OSError (disk full, read-only, not a
-    folder) becomes one :class:`OutputError` and leaves no temporary file behind."""
+def _into_place(path: Path, fill: Callable[[TextIO, Path], T]) -> T:
+    """Let ``fill`` write a new temporary file beside ``path`` (through its open handle, or by
+    its path), then rename it over ``path``: a reader sees the old file or the whole new one,
+    never a part. An OSError (disk full, read-only, not a folder) becomes one
+    :class:`OutputError`; no temporary file is left behind, whatever failed."""
     tmp: Path | None = None
     try:
         fh, tmp = _temporary(path)
-        with fh:
-            count = write(fh)
-            fh.flush()
-            if durable:
-                os.fsync(fh.fileno())
+        result = fill(fh, tmp)
         os.replace(tmp, path)
-        return count
+        return result
     except OSError as error:
         _discard(tmp)
         raise output_error(path, error) from None
     except BaseException:
         _discard(tmp)
         raise
+
+
+def _write_atomic(path: Path, write: Callable[[TextIO], int], *, durable: bool) -> int:
+    """Write through ``write`` into the temporary file, flushed (and fsynced when
+    ``durable``) before the rename."""
+
+    def fill(fh: TextIO, tmp: Path) -> int:
+        with fh:
+            count = write(fh)
+            fh.flush()
+            if durable:
+                os.fsync(fh.fileno())
+        return count
+
+    return _into_place(path, fill)
 
 
 def write_text_atomic(path: Path, text: str, *, durable: bool = False) -> None:
@@ -89,18 +103,12 @@ def write_text_atomic(path: Path, text: str, *, durable: bool = False) -> None:
 def write_file_atomic(path: Path, write_to: Callable[[Path], object]) -> None:
     """Let ``write_to`` write a binary file (parquet...) at a temporary path beside ``path``,
     then rename it over ``path``: all or nothing, as the text writers here."""
-    tmp: Path | None = None
-    try:
-        fh, tmp = _temporary(path)
+
+    def fill(fh: TextIO, tmp: Path) -> None:
         fh.close()
         write_to(tmp)
-        os.replace(tmp, path)
-    except OSError as error:
-        _discard(tmp)
-        raise output_error(path, error) from None
-    except BaseException:
-        _discard(tmp)
-        raise
+
+    _into_place(path, fill)
 
 
 def write_json_atomic(
