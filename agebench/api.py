@@ -29,13 +29,14 @@ import numpy as np
 
 from agebench.api_results import CompareResult, EvalResult, ModelRef, PredictResult
 from agebench.benchmarks.spec import ReadyCrop
-from agebench.core.config import ExecutionConfig, check_choice, check_range
+from agebench.core.config import ClusterConfig, ExecutionConfig, check_choice, check_range
 from agebench.core.errors import AgebenchError
 from agebench.core.types import (
     FACES_MODES,
     PREDICT_FACES_MODES,
     Backend,
     Device,
+    Executor,
     FacesMode,
     Precision,
     PredictFacesMode,
@@ -45,7 +46,8 @@ from agebench.models.catalog import DEFAULT_MODEL
 from agebench.runner.config import DetectConfig, PredictConfig
 from agebench.runner.faces import FacePreparer, Job, PreparedImage
 from agebench.runner.imageio import decode_pillow, decoded_array
-from agebench.runner.pipeline import PredictRun, PredictStack
+from agebench.runner.pipeline import PredictRun
+from agebench.runner.stack import PredictStack
 from agebench.runner.stages import BatchRunner
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -120,6 +122,7 @@ def _predict_config(input: Path, out: Path, options: Mapping[str, Any]) -> Predi
         manifest=Path(manifest) if manifest is not None else None,
         faces=options["faces"],
         execution=ExecutionConfig.from_options(options),
+        cluster=ClusterConfig.from_options(options),
         detect=DetectConfig(min_face_size=options["min_face_size"], max_faces=options["max_faces"]),
         recursive=options.get("recursive", True),
         resume=options.get("resume", True),
@@ -326,6 +329,11 @@ def predict(
     backend: Backend = "auto",
     precision: Precision = "auto",
     tuning: Tuning = "auto",
+    executor: Executor = "local",
+    ray_address: str | None = None,
+    cpus_per_worker: float = 1.0,
+    gpus_per_worker: float | None = None,
+    inference_actors: int | None = None,
     progress: Progress | None = None,
     notify: Notify | None = None,
 ) -> PredictResult:
@@ -334,7 +342,9 @@ def predict(
     returned as a :class:`~agebench.api_results.PredictResult`.
 
     ``resume=False`` is ``--overwrite``. ``progress(event, amount)`` hears "total" and
-    "advance"; ``notify(text)`` who a ``wait=True`` run waits for.
+    "advance"; ``notify(text)`` who a ``wait=True`` run waits for. ``executor="ray"`` runs
+    the images on a Ray cluster (``ray_address``; None starts one on this machine) with the
+    same outputs as the local executor (README "On a Ray cluster").
     """
     folder = Path(out) if out is not None else default_predict_out(source)
     config = _predict_config(Path(source), folder, locals())
@@ -352,6 +362,7 @@ def _eval_fields(call: Mapping[str, Any]) -> dict[str, Any]:
     check_range("n_boot", call["n_boot"], 100)
     settings = {f.name: call[f.name] for f in fields(EvalConfig) if f.name in call}
     settings["execution"] = ExecutionConfig.from_options(call)
+    settings["cluster"] = ClusterConfig.from_options(call)
     for key in ("root", "labels", "out_root", "out", "manifest"):
         if settings.get(key) is not None:
             settings[key] = Path(settings[key])
@@ -387,6 +398,11 @@ def evaluate(
     backend: Backend = "auto",
     precision: Precision = "auto",
     tuning: Tuning = "auto",
+    executor: Executor = "local",
+    ray_address: str | None = None,
+    cpus_per_worker: float = 1.0,
+    gpus_per_worker: float | None = None,
+    inference_actors: int | None = None,
     progress: Progress | None = None,
     notify: Notify | None = None,
 ) -> EvalResult:
@@ -425,6 +441,11 @@ def compare(
     backend: Backend = "auto",
     precision: Precision = "auto",
     tuning: Tuning = "auto",
+    executor: Executor = "local",
+    ray_address: str | None = None,
+    cpus_per_worker: float = 1.0,
+    gpus_per_worker: float | None = None,
+    inference_actors: int | None = None,
     out_root: str | os.PathLike[str] = "reports",
     n_boot: int = 2000,
     alpha: float = 0.05,

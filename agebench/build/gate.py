@@ -409,7 +409,7 @@ def run_gate(
     import onnxruntime as ort
 
     from agebench.core.metrics import cumulative_score, mean_absolute_error
-    from agebench.runner.pipeline import build_predictor
+    from agebench.runner.stack import build_predictor
 
     report = GateReport(
         model=spec.name,

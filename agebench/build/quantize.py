@@ -151,7 +151,7 @@ def calibration_crops(
     from agebench.benchmarks.registry import get_benchmark
     from agebench.benchmarks.spec import LoadOptions
     from agebench.runner.config import DetectConfig
-    from agebench.runner.pipeline import PredictStack
+    from agebench.runner.stack import PredictStack
 
     benchmark = get_benchmark(bench)
     opts = dict(options or {})
@@ -296,7 +296,7 @@ def _to_int8(
         quantize_static,
     )
 
-    from agebench.runner.pipeline import build_predictor
+    from agebench.runner.stack import build_predictor
 
     source = _preprocessed(spec.file, tmp)
     try:

@@ -31,9 +31,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from agebench.core.config import EXECUTION_FIELDS, ExecutionConfig
+from agebench.core.config import EXECUTION_FIELDS, ClusterConfig, ExecutionConfig
 from agebench.core.errors import AgebenchError
-from agebench.core.types import BACKENDS, DEVICES, FACES_MODES, PRECISIONS, TUNINGS
+from agebench.core.types import BACKENDS, DEVICES, EXECUTORS, FACES_MODES, PRECISIONS, TUNINGS
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: progress and status, on stderr: ``--quiet`` silences it, and stdout holds only results
@@ -212,6 +212,68 @@ def execution_options(fn: F) -> F:
         for name, kind, text in _EXECUTION_OPTIONS
     ]
     return _with_options(cast(F, with_execution), options)
+
+
+#: the executor options, in ``--help`` order: (``ClusterConfig`` field, click type, help)
+_CLUSTER_OPTIONS: tuple[tuple[str, click.ParamType, str], ...] = (
+    (
+        "executor",
+        click.Choice(EXECUTORS),
+        "local: threads in this process; ray: a Ray cluster (same outputs; README "
+        "'On a Ray cluster').",
+    ),
+    (
+        "ray_address",
+        click.STRING,
+        "With --executor ray: 'auto' (the cluster this machine joined) or ray://HOST:10001; "
+        "unset: start Ray on this machine.",
+    ),
+    (
+        "cpus_per_worker",
+        click.FloatRange(min=0.01),
+        "With --executor ray: CPUs each decode/detect worker holds (--workers: how many; "
+        "default: the CPUs the inference actors leave).",
+    ),
+    (
+        "gpus_per_worker",
+        click.FloatRange(min=0.0),
+        "With --executor ray: GPUs each inference actor holds (default: 1 when the cluster "
+        "has GPUs, else CPU actors).",
+    ),
+    (
+        "inference_actors",
+        click.IntRange(min=1),
+        "With --executor ray: model actors (default: one per GPU, or one per node).",
+    ),
+)
+
+
+def cluster_options(fn: F) -> F:
+    """--executor, --ray-address, --cpus-per-worker, --gpus-per-worker, --inference-actors:
+    where the images run; the command receives one checked ``cluster: ClusterConfig``."""
+
+    @functools.wraps(fn)
+    def with_cluster(*args: Any, **kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name) for name, _, _ in _CLUSTER_OPTIONS}
+        if values["executor"] == "local":
+            given = [name for name, value in values.items() if value != getattr(defaults, name)]
+            if given:
+                flags = ", ".join("--" + name.replace("_", "-") for name in given)
+                raise click.UsageError(f"{flags}: only with --executor ray")
+        return fn(*args, cluster=ClusterConfig(**values), **kwargs)
+
+    defaults = ClusterConfig()
+    options = [
+        click.option(
+            "--" + name.replace("_", "-"),
+            type=kind,
+            default=getattr(defaults, name),
+            show_default=getattr(defaults, name) is not None,
+            help=text,
+        )
+        for name, kind, text in _CLUSTER_OPTIONS
+    ]
+    return _with_options(cast(F, with_cluster), options)
 
 
 def _with_options(fn: F, options: Sequence[Callable[[Any], Any]]) -> F:

@@ -16,6 +16,7 @@ from agebench.api_results import CompareResult
 from agebench.cli.common import (
     MISSING,
     benchmark_options,
+    cluster_options,
     console,
     execution_options,
     fmt,
@@ -27,7 +28,7 @@ from agebench.cli.common import (
     results,
     shown,
 )
-from agebench.core.config import ExecutionConfig
+from agebench.core.config import ClusterConfig, ExecutionConfig
 from agebench.core.types import FacesMode
 
 #: the pairs printed on the terminal; the report has them all
@@ -38,6 +39,7 @@ MAX_PAIRS_PRINTED = 10
 @click.argument("models_or_runs", nargs=-1, required=True)
 @benchmark_options(required=False)
 @execution_options
+@cluster_options
 @click.option(
     "--out-root",
     type=click.Path(path_type=Path),
@@ -91,6 +93,7 @@ def compare(
     wide: bool,
     as_json: bool,
     execution: ExecutionConfig,
+    cluster: ClusterConfig,
 ) -> None:
     """Compare models (run on one benchmark) or finished eval runs, record by record.
 
@@ -129,6 +132,7 @@ def compare(
             alpha=alpha,
             target=target,
             **execution.as_options(),
+            **cluster.as_options(),
             progress=on_progress,
         )
     if as_json:

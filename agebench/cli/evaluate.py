@@ -15,6 +15,7 @@ from agebench.cli.common import (
     ProgressBar,
     alerts,
     benchmark_options,
+    cluster_options,
     execution_options,
     fmt,
     friendly_errors,
@@ -27,7 +28,7 @@ from agebench.cli.common import (
     run_folder_options,
     shown,
 )
-from agebench.core.config import ExecutionConfig
+from agebench.core.config import ClusterConfig, ExecutionConfig
 from agebench.core.types import FacesMode
 from agebench.models.catalog import DEFAULT_MODEL
 
@@ -46,6 +47,7 @@ MAX_PROBLEMS_PRINTED = 5
 )
 @click.option("--manifest", type=click.Path(path_type=Path, dir_okay=False), default=None)
 @execution_options
+@cluster_options
 @click.option(
     "--out-root", type=click.Path(path_type=Path), default=Path("reports"), show_default=True
 )
@@ -96,6 +98,7 @@ def eval_command(
     strict: bool,
     as_json: bool,
     execution: ExecutionConfig,
+    cluster: ClusterConfig,
 ) -> None:
     """Score a model on a benchmark laid out as its authors publish it."""
     with ProgressBar("eval") as on_progress:
@@ -120,6 +123,7 @@ def eval_command(
             wait=wait,
             strict=strict,
             **execution.as_options(),
+            **cluster.as_options(),
             progress=on_progress,
             notify=notify_wait,
         )

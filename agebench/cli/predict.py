@@ -14,6 +14,7 @@ import agebench
 from agebench.api_results import PredictResult
 from agebench.cli.common import (
     ProgressBar,
+    cluster_options,
     execution_options,
     friendly_errors,
     json_option,
@@ -23,7 +24,7 @@ from agebench.cli.common import (
     results,
     run_folder_options,
 )
-from agebench.core.config import ExecutionConfig
+from agebench.core.config import ClusterConfig, ExecutionConfig
 from agebench.core.types import PREDICT_FACES_MODES, PredictFacesMode
 from agebench.models.catalog import DEFAULT_MODEL
 
@@ -96,6 +97,7 @@ MAX_IMAGES_LISTED = 20
 @json_option
 @run_folder_options
 @execution_options
+@cluster_options
 @friendly_errors
 def predict(
     input: Path,
@@ -113,6 +115,7 @@ def predict(
     strict: bool,
     as_json: bool,
     execution: ExecutionConfig,
+    cluster: ClusterConfig,
 ) -> None:
     """Estimate the age of every face in the images under INPUT."""
     with ProgressBar() as on_progress:
@@ -131,6 +134,7 @@ def predict(
             wait=wait,
             strict=strict,
             **execution.as_options(),
+            **cluster.as_options(),
             progress=on_progress,
             notify=notify_wait,
         )

@@ -15,10 +15,12 @@ from typing import Any
 from agebench.core.types import (
     BACKENDS,
     DEVICES,
+    EXECUTORS,
     PRECISIONS,
     TUNINGS,
     Backend,
     Device,
+    Executor,
     Precision,
     Tuning,
 )
@@ -82,3 +84,57 @@ EXECUTION_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ExecutionConfig
 #: calibration run (no tuning measured, nothing cached, the same on every machine), with one
 #: preparing thread, as calibration cuts its crops one image at a time
 REFERENCE_CPU = ExecutionConfig(device="cpu", tuning="manifest", workers=1)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Which executor runs a predict or eval, and what it may take of a Ray cluster.
+
+    Kept apart from :class:`ExecutionConfig` and from the run's settings: where images were
+    processed changes neither a run's identity nor its numbers, so a run started by one
+    executor is resumed by the other and ``compare`` pairs runs of both.
+    """
+
+    executor: Executor = "local"
+    #: None: start a Ray instance on this machine; "auto": the cluster this machine is part
+    #: of; "ray://HOST:10001": a remote cluster's client server
+    ray_address: str | None = None
+    #: logical CPUs each decode/detect worker holds
+    cpus_per_worker: float = 1.0
+    #: GPUs each inference actor holds; None: 1 when the cluster has GPUs and the device
+    #: allows them, else 0 (CPU actors)
+    gpus_per_worker: float | None = None
+    #: inference actors; None: one per GPU, or one per node on CPUs
+    inference_actors: int | None = None
+    #: images handed to Ray at once: the driver holds at most this many jobs in memory
+    window: int = 20_000
+
+    def __post_init__(self) -> None:
+        check_choice("executor", self.executor, EXECUTORS)
+        check_range("cpus_per_worker", self.cpus_per_worker, 0.01)
+        check_range("gpus_per_worker", self.gpus_per_worker, 0.0)
+        check_range("inference_actors", self.inference_actors, 1)
+        check_range("window", self.window, 1)
+        if self.executor == "local" and self.ray_address is not None:
+            raise ValueError("ray_address: only with executor='ray'")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> ClusterConfig:
+        """The config of a call's keyword options, by field name (absent ones: defaults)."""
+        return cls(**{name: options[name] for name in CLUSTER_FIELDS if name in options})
+
+    def as_options(self) -> dict[str, Any]:
+        """The keyword options (``from_options``' inverse) a front end hands the API; the
+        driver's ``window`` is not one."""
+        return {name: getattr(self, name) for name in CLUSTER_FIELDS if name != "window"}
+
+    @property
+    def is_local(self) -> bool:
+        return self.executor == "local"
+
+
+#: the option names a ``ClusterConfig`` is made of (the API's and the CLI's keywords)
+CLUSTER_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ClusterConfig))
+
+#: today's runner: threads in this process
+LOCAL = ClusterConfig()

@@ -42,3 +42,7 @@ QUANTIZE_TARGETS: tuple[QuantizeTarget, ...] = get_args(QuantizeTarget)
 
 #: how a gate reduces a batch's age differences to the one figure it bounds
 AgeStatistic = Literal["max", "mean"]
+
+#: what runs a predict or eval: this process's threads, or a Ray cluster (``--executor``)
+Executor = Literal["local", "ray"]
+EXECUTORS: tuple[Executor, ...] = get_args(Executor)

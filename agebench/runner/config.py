@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from agebench.benchmarks.spec import ReadyCrop
-from agebench.core.config import ExecutionConfig
+from agebench.core.config import LOCAL, ClusterConfig, ExecutionConfig
 from agebench.core.types import FacesMode
 from agebench.models.catalog import DEFAULT_MODEL
 
@@ -32,6 +32,8 @@ class PredictConfig:
     #: device, backend, precision (torch on CUDA runs fp16 when "auto" and the model's fp16
     #: variant passed its gate), onnxruntime tuning, batch size and worker threads
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    #: the local threads or a Ray cluster (not part of the run's identity: either resumes it)
+    cluster: ClusterConfig = LOCAL
     detect: DetectConfig = field(default_factory=DetectConfig)
     recursive: bool = True
     resume: bool = True

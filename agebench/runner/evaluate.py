@@ -21,7 +21,7 @@ from typing import Any
 
 from agebench.benchmarks.registry import get_benchmark
 from agebench.benchmarks.spec import LoadOptions, Record
-from agebench.core.config import ExecutionConfig
+from agebench.core.config import LOCAL, ClusterConfig, ExecutionConfig
 from agebench.core.errors import AgebenchError
 from agebench.core.metrics import compute_metrics
 from agebench.core.metrics.groups import compute_group_metrics
@@ -36,6 +36,7 @@ from agebench.report.write import REPORT_HTML, REPORT_MD, write_report
 from agebench.runner import sink
 from agebench.runner.config import DetectConfig
 from agebench.runner.eval_rows import eval_row
+from agebench.runner.executor import make_runner
 from agebench.runner.faces import Job, PreparedImage
 from agebench.runner.fingerprint import data_fingerprint, label_file_sha256
 from agebench.runner.imageio import has_decoder_warning
@@ -46,9 +47,9 @@ from agebench.runner.partial import (
     record_key,
     rows_in_order,
 )
-from agebench.runner.pipeline import Notify, PredictStack, ProgressCallback
+from agebench.runner.pipeline import Notify, ProgressCallback
 from agebench.runner.reconcile import plan_ready_crops
-from agebench.runner.stages import BatchRunner
+from agebench.runner.stack import PredictStack
 
 SUMMARY_SCHEMA = "agebench.eval-summary/1"
 PARTIAL_FILE = "predictions.partial.jsonl"
@@ -71,6 +72,8 @@ class EvalConfig:
     seed: int = 0
     faces: FacesMode | None = None
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    #: the local threads or a Ray cluster (not part of the run's identity: either resumes it)
+    cluster: ClusterConfig = LOCAL
     out_root: Path = Path("reports")
     out: Path | None = None
     under_age: float = 18.0
@@ -344,7 +347,6 @@ class EvalRun:
         record.crop_plan = stack.crop_plan
         root = config.root
         count = 0
-        self.load_seconds += time.perf_counter() - loading
 
         def finish(item: PreparedImage) -> None:
             nonlocal count
@@ -358,13 +360,8 @@ class EvalRun:
             count += 1
             report("advance", 1)
 
-        runner = BatchRunner(
-            stack.preparer,
-            stack.predictor,
-            batch_size=config.execution.batch_size,
-            workers=stack.workers,
-        )
-        record.runner_settings = runner.describe()
+        runner = make_runner(stack, config.cluster, batch_size=config.execution.batch_size)
+        self.load_seconds += time.perf_counter() - loading
         jobs = (
             Job(root / r.image, Path(r.image), box=r.box, key=i, hash_content=True) for i, r in todo
         )
@@ -372,6 +369,7 @@ class EvalRun:
             runner.run(jobs, finish)
         finally:
             partial.flush()
+            record.runner_settings = runner.describe()
         return count
 
     # -- scoring -------------------------------------------------------------------------

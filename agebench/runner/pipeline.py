@@ -15,23 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from agebench.benchmarks.spec import ReadyCrop
-from agebench.core.config import ExecutionConfig
 from agebench.core.errors import AgebenchError
 from agebench.core.provenance import provenance
 from agebench.core.tables import write_predictions_csv
-from agebench.core.types import FacesMode
-from agebench.faces.detect import FaceDetector
-from agebench.models.catalog import resolve_model
-from agebench.models.manifest import ModelSpec, spec_digest
-from agebench.models.predictor import Predictor, available_cores
+from agebench.models.manifest import spec_digest
+from agebench.models.predictor import available_cores
 from agebench.runner import sink
-from agebench.runner.config import DetectConfig, PredictConfig
-from agebench.runner.faces import FacePreparer, Job, PreparedImage, needs_detector
+from agebench.runner.config import PredictConfig
+from agebench.runner.executor import make_runner
+from agebench.runner.faces import Job, PreparedImage
 from agebench.runner.imageio import has_decoder_warning
 from agebench.runner.ownership import RunIdentity, claim, owned_folder
-from agebench.runner.reconcile import plan_ready_crops
-from agebench.runner.stages import BatchRunner
+from agebench.runner.stack import PredictStack
 from agebench.runner.walk import count_images, iter_images
 
 ProgressCallback = Callable[[str, int], None]  # (event, amount): "total", "advance"
@@ -39,8 +34,6 @@ Notify = Callable[[str], None]  # one line for the user: what a waiting run wait
 
 #: exit status of a run in which some images failed or had no face
 EXIT_PARTIAL = 3
-#: ready crops cut tight around the face (UTKFace chips): ``--faces none``'s default
-TIGHT_CROPS = ReadyCrop(kind="tight")
 
 
 @dataclass
@@ -52,26 +45,6 @@ class RunOutcome:
     def exit_code(self) -> int:
         counts = self.summary["counts"]
         return EXIT_PARTIAL if counts["images_failed"] or counts["images_no_face"] else 0
-
-
-def torch_device(device: str) -> str:
-    import torch
-
-    if device == "cpu":
-        return "cpu"
-    if torch.cuda.is_available():
-        return "cuda"
-    if device == "cuda":
-        raise AgebenchError("--device cuda: torch sees no CUDA GPU for face detection")
-    return "cpu"
-
-
-def share_cores_with_workers(workers: int) -> None:
-    """One torch thread per detection worker: on 2 cores, 2 workers x 1 thread ran MTCNN
-    20% faster than 2 x 2 (oversubscribed) and 60% faster than 1 x 2."""
-    import torch
-
-    torch.set_num_threads(max(1, available_cores() // workers))
 
 
 class BackgroundWriter:
@@ -151,114 +124,6 @@ def _relative(path: Path, root: Path) -> Path:
     return Path(path.name) if not root.is_dir() else path.relative_to(root)
 
 
-def build_predictor(
-    spec: ModelSpec, execution: ExecutionConfig, *, verify: bool = True
-) -> Predictor:
-    """The model's predictor as ``execution`` says (device, backend, precision, tuning): the one
-    place that maps an ``ExecutionConfig`` onto a ``Predictor``. ``verify=False`` skips the
-    weights' sha256 check, for a caller that has just checked them itself."""
-    return Predictor(
-        spec,
-        device=execution.device,
-        tuning=execution.tuning,
-        backend=execution.backend,
-        precision=execution.precision,
-        verify=verify,
-    )
-
-
-@dataclass
-class PredictStack:
-    """The model, detector and face preparer of a run, built in one place, so that predict,
-    eval, the Python API (``agebench.load``), quantize's calibration and the bench prepare
-    faces identically."""
-
-    spec: ModelSpec
-    predictor: Predictor
-    preparer: FacePreparer
-    workers: int
-    #: where MTCNN runs (None: no detection)
-    detector_device: str | None
-    #: the sentence saying how ready crops become model input (None: not ``--faces none``)
-    crop_plan: str | None
-
-    @classmethod
-    def build(
-        cls,
-        spec: ModelSpec,
-        faces: FacesMode,
-        execution: ExecutionConfig,
-        *,
-        detect: DetectConfig | None = None,
-        ready_crop: ReadyCrop = TIGHT_CROPS,
-        source: str = "input",
-        strict: bool = False,
-    ) -> PredictStack:
-        """Load ``spec`` (its weights verified) and set up detection and cropping for
-        ``faces``: a detector when the mode needs one (``needs_detector``), the ready-crop
-        plan under ``--faces none`` (``ready_crop``: what the images are; ``source`` names
-        them in the error when they are whole photos; ``detect``: the detector's settings,
-        predict's defaults when None)."""
-        return cls.around(
-            build_predictor(spec, execution),
-            faces,
-            execution,
-            detect=detect,
-            ready_crop=ready_crop,
-            source=source,
-            strict=strict,
-        )
-
-    @classmethod
-    def around(
-        cls,
-        predictor: Predictor,
-        faces: FacesMode,
-        execution: ExecutionConfig,
-        *,
-        detect: DetectConfig | None = None,
-        ready_crop: ReadyCrop = TIGHT_CROPS,
-        source: str = "input",
-        strict: bool = False,
-    ) -> PredictStack:
-        """``build`` around a model loaded already: another faces mode over the same model
-        (``AgeEstimator.predict_crops`` on a detecting load) costs no second load."""
-        spec = predictor.spec
-        detect = detect or DetectConfig()
-        workers = execution.workers or available_cores()
-        detector_device: str | None = None
-        detector = None
-        if needs_detector(faces, spec.crop):
-            detector_device = torch_device(execution.device)
-            share_cores_with_workers(workers)
-            detector = FaceDetector(
-                device=detector_device,
-                min_face_size=detect.min_face_size,
-                max_side=detect.max_side,
-                retry_pad=detect.retry_pad,
-            )
-        ready = plan_ready_crops(ready_crop, spec.crop, bench=source) if faces == "none" else None
-        preparer = FacePreparer(
-            spec.crop, predictor.input_size, faces, detect, detector, ready, strict=strict
-        )
-        return cls(
-            spec, predictor, preparer, workers, detector_device, ready.describe() if ready else None
-        )
-
-    @classmethod
-    def for_predict(cls, config: PredictConfig) -> PredictStack:
-        """The stack of a predict run (or ``agebench.load``): the model resolved and verified,
-        then set up as ``config`` says (its input and output folders are not looked at)."""
-        return cls.build(
-            resolve_model(config.model, config.manifest),
-            config.faces,
-            config.execution,
-            detect=config.detect,
-            ready_crop=config.ready_crop,
-            strict=config.strict,
-        )
-
-
 class PredictRun:
     """A predict run, set up (model verified, outputs checked) before any image is read.
 
@@ -269,7 +134,7 @@ class PredictRun:
         if not config.input.exists():
             raise AgebenchError(f"{config.input}: input folder not found")
         self.config = config
-        stack = PredictStack.for_predict(config)
+        stack = self.stack = PredictStack.for_predict(config)
         self.spec, self.predictor, self.preparer = stack.spec, stack.predictor, stack.preparer
         self.workers, self.detector_device = stack.workers, stack.detector_device
         self.crop_plan = stack.crop_plan
@@ -332,14 +197,13 @@ class PredictRun:
             counts["processed"] += 1
             report("advance", 1)
 
-        runner = BatchRunner(
-            self.preparer,
-            self.predictor,
+        runner = make_runner(
+            self.stack,
+            config.cluster,
             batch_size=config.execution.batch_size,
-            workers=self.workers,
             save_raw=config.save_raw,
         )
-        started = time.perf_counter()
+        started = time.perf_counter()  # a cluster's start-up is reported apart (execution.ray)
         jobs = (Job(path, relative) for path, relative in todo())
         try:
             runner.run(jobs, done)

@@ -172,7 +172,7 @@ class BatchRunner:
         self.workers = workers
         self.lanes = max(1, predictor.lanes)
         self.save_raw = save_raw
-        self.model = {"name": predictor.spec.name, "sha256": predictor.sha256}
+        self.model_stage = ModelStage(predictor, batch_size=self.batch_size, save_raw=save_raw)
         detecting = preparer.detector is not None
         self.chunk_size = min(self.batch_size, DETECT_CHUNK) if detecting else self.batch_size
         self.chunk_pixels = chunk_pixels
@@ -189,6 +189,7 @@ class BatchRunner:
 
     def describe(self) -> dict[str, Any]:
         return {
+            "executor": "local",
             "batch_size": self.batch_size,
             "chunk_images": self.chunk_size,
             "prepare_workers": self.workers,
@@ -254,19 +255,7 @@ class BatchRunner:
         return chunk
 
     def _prepare_on_host(self, jobs: list[Job]) -> PreparedChunk:
-        items = self.preparer.prepare_many(jobs)
-        cut = [(item, item.crops) for item in items if item.crops is not None]
-        chunk = PreparedChunk(items, [item for item, _ in cut])
-        if cut:
-            crops = [crops for _, crops in cut]
-            faces = np.concatenate(crops) if len(crops) > 1 else crops[0]
-            for item in chunk.with_faces:
-                item.crops = None  # the tensor holds them now; free the copies
-            chunk.inputs = [
-                self.predictor.prepare_input(faces[start : start + self.batch_size])
-                for start in range(0, len(faces), self.batch_size)
-            ]
-        return chunk
+        return self.model_stage.pack(self.preparer.prepare_many(jobs))
 
     def _decode_on_device(self, chunk: PreparedChunk) -> None:
         """Decode, cut and normalise the chunk's JPEGs on the engine's device; a file the
@@ -310,6 +299,39 @@ class BatchRunner:
     def infer(self, chunk: PreparedChunk) -> PreparedChunk:
         if chunk.encoded:
             self._decode_on_device(chunk)
+        return self.model_stage.infer(chunk)
+
+
+class ModelStage:
+    """The model's half of a chunk's work: crops -> input tensors (``pack``) and tensors ->
+    per-face fields (``infer``). The local runner calls it from its threads; the Ray
+    executor's inference actors call the very same code, so both executors write the same
+    numbers."""
+
+    def __init__(self, predictor: Predictor, *, batch_size: int, save_raw: bool = False) -> None:
+        self.predictor = predictor
+        self.batch_size = batch_size
+        self.save_raw = save_raw
+        self.model = {"name": predictor.spec.name, "sha256": predictor.sha256}
+
+    def pack(self, items: list[PreparedImage]) -> PreparedChunk:
+        """The chunk of ``items``: their crops (taken off them) as the model's input, in
+        slices of at most ``batch_size`` faces."""
+        cut = [(item, item.crops) for item in items if item.crops is not None]
+        chunk = PreparedChunk(items, [item for item, _ in cut])
+        if cut:
+            crops = [crops for _, crops in cut]
+            faces = np.concatenate(crops) if len(crops) > 1 else crops[0]
+            for item in chunk.with_faces:
+                item.crops = None  # the tensor holds them now; free the copies
+            chunk.inputs = [
+                self.predictor.prepare_input(faces[start : start + self.batch_size])
+                for start in range(0, len(faces), self.batch_size)
+            ]
+        return chunk
+
+    def infer(self, chunk: PreparedChunk) -> PreparedChunk:
+        """Run the graph on the chunk's inputs and write each face's fields."""
         if not chunk.inputs:
             return chunk
         fields: dict[str, list[Any]] = {}

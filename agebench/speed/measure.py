@@ -48,8 +48,9 @@ from agebench.models.tuning import cpu_signature
 from agebench.runner.config import DetectConfig, PredictConfig
 from agebench.runner.evaluate import EvalConfig, EvalRun
 from agebench.runner.faces import Job
-from agebench.runner.pipeline import PredictRun, PredictStack
+from agebench.runner.pipeline import PredictRun
 from agebench.runner.reconcile import plan_ready_crops
+from agebench.runner.stack import PredictStack
 from agebench.runner.stages import BatchRunner, chunked
 from agebench.speed.gpu import GpuSampler
 from agebench.speed.workload import build_workload

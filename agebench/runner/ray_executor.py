@@ -1,0 +1,252 @@
+"""The Ray executor: the local runner's stages as Ray Data operators on a cluster.
+
+::
+
+    jobs (driver, a window at a time) -> PrepareWorker actors (CPUs: read, decode, detect, cut)
+        -> InferenceActor actors (a GPU each, or CPU actors) -> results (driver: on_done)
+
+It has the local :class:`~agebench.runner.stages.BatchRunner`'s interface, ``run(jobs,
+on_done)``, and everything around it (run identity, resume, per-image records, the rebuilt
+``predictions.jsonl``, summary, reports) is the same code for both executors; that is why their
+outputs match record for record and a run started by one is resumed by the other.
+
+Memory: the driver hands Ray ``window`` jobs at a time and writes each result as it arrives,
+so it holds at most one window of jobs, however many images there are. Faults: Ray Data
+restarts a dead actor and retries its batch (``max_restarts=-1``, ``max_task_retries=-1`` are
+its defaults for actor pools); a result reaches the driver once, so no image is lost or
+written twice, and an interrupted driver resumes from the records written.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from agebench.core.config import ClusterConfig
+from agebench.core.errors import AgebenchError
+from agebench.runner.faces import Job, PreparedImage
+from agebench.runner.ray_workers import (
+    ITEM,
+    JOB,
+    InferenceActor,
+    ModelBundle,
+    PrepareWorker,
+    pickles,
+    unpickle,
+)
+from agebench.runner.stack import PredictStack
+from agebench.runner.stages import DETECT_CHUNK, chunked
+
+RAY_MISSING = (
+    "--executor ray needs Ray: pip install 'agebench[ray]' "
+    "(in a checkout, scripts/setup.sh installs it)"
+)
+
+
+def import_ray() -> Any:
+    """Ray, or a one-line error saying how to install it (it is an extra)."""
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise AgebenchError(RAY_MISSING) from None
+    return ray
+
+
+def connect(cluster: ClusterConfig) -> float:
+    """Join the cluster ``cluster.ray_address`` names, or start a Ray instance on this machine
+    when it names none; returns the seconds it took (0 when this process is connected
+    already: the API's later calls and the tests reuse one instance). A Ray that this call
+    starts lives until the process exits."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return 0.0
+    started = time.perf_counter()
+    try:
+        ray.init(
+            address=cluster.ray_address,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
+    except (ConnectionError, ValueError, RuntimeError, TimeoutError) as error:
+        where = cluster.ray_address or "a local Ray instance"
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise AgebenchError(f"--executor ray: cannot start or join {where}: {first}") from None
+    return time.perf_counter() - started
+
+
+@dataclass(frozen=True)
+class ResourcePlan:
+    """What each stage takes of the cluster, decided from its resources and the options."""
+
+    nodes: int
+    cpus: float
+    gpus: float
+    prepare_workers: int
+    cpus_per_worker: float
+    inference_actors: int
+    gpus_per_actor: float
+    cpus_per_actor: float
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "nodes": self.nodes,
+            "cluster_cpus": self.cpus,
+            "cluster_gpus": self.gpus,
+            "prepare_workers": self.prepare_workers,
+            "cpus_per_worker": self.cpus_per_worker,
+            "inference_actors": self.inference_actors,
+            "gpus_per_actor": self.gpus_per_actor,
+            "cpus_per_actor": self.cpus_per_actor,
+        }
+
+
+def plan_resources(
+    cluster: ClusterConfig,
+    device: str,
+    *,
+    nodes: int,
+    cpus: float,
+    gpus: float,
+    workers: int | None = None,
+) -> ResourcePlan:
+    """Defaults from the cluster's resources: one inference actor per GPU (``num_gpus=1``)
+    when the device allows GPUs and the cluster has them, else one CPU actor per node; the
+    decode/detect workers take the CPUs left (at least one) unless ``workers`` (the run's
+    ``--workers``) says how many."""
+    if device == "cuda" and gpus < 1 and not cluster.gpus_per_worker:
+        raise AgebenchError("--device cuda: the Ray cluster has no GPU")
+    use_gpus = device != "cpu" and gpus > 0
+    gpus_per_actor = (
+        cluster.gpus_per_worker if cluster.gpus_per_worker is not None else 1.0 if use_gpus else 0.0
+    )
+    if device == "cpu":
+        gpus_per_actor = 0.0
+    if cluster.inference_actors is not None:
+        actors = cluster.inference_actors
+    elif gpus_per_actor > 0:
+        actors = max(1, math.floor(gpus / gpus_per_actor + 1e-9))
+    else:
+        actors = max(1, nodes)
+    cpus_per_actor = 1.0 if gpus_per_actor > 0 else cluster.cpus_per_worker
+    left = cpus - actors * cpus_per_actor
+    prepare = workers or max(1, math.floor(left / cluster.cpus_per_worker + 1e-9))
+    return ResourcePlan(
+        nodes=nodes,
+        cpus=cpus,
+        gpus=gpus,
+        prepare_workers=prepare,
+        cpus_per_worker=cluster.cpus_per_worker,
+        inference_actors=actors,
+        gpus_per_actor=gpus_per_actor,
+        cpus_per_actor=cpus_per_actor,
+    )
+
+
+class RayRunner:
+    """One model over a stream of jobs on a Ray cluster; ``run`` calls ``on_done`` once per
+    job, in the order results arrive (the run's outputs are rebuilt in input order after)."""
+
+    def __init__(
+        self,
+        stack: PredictStack,
+        cluster: ClusterConfig,
+        *,
+        batch_size: int | None,
+        save_raw: bool = False,
+    ) -> None:
+        self.ray = import_ray()
+        self.startup_seconds = connect(cluster)
+        self.recipe = stack.recipe
+        self.cluster = cluster
+        self.save_raw = save_raw
+        resources = self.ray.cluster_resources()
+        alive = [node for node in self.ray.nodes() if node.get("Alive")]
+        self.plan = plan_resources(
+            cluster,
+            stack.recipe.execution.device,
+            nodes=len(alive),
+            cpus=float(resources.get("CPU", 0.0)),
+            gpus=float(resources.get("GPU", 0.0)),
+            workers=stack.recipe.execution.workers,
+        )
+        on_gpu = self.plan.gpus_per_actor > 0
+        self.batch_size = batch_size or (256 if on_gpu else stack.predictor.preferred_batch_size)
+        detecting = stack.detector_device is not None
+        self.chunk_size = min(self.batch_size, DETECT_CHUNK) if detecting else self.batch_size
+        self.bundle = self.ray.put(ModelBundle.of(stack.spec))
+        self.first_result_seconds: float | None = None
+        self._quiet()
+
+    @staticmethod
+    def _quiet() -> None:
+        """Our progress bar and log lines only: Ray Data's own bars and per-run banners off."""
+        from ray.data import DataContext
+
+        context = DataContext.get_current()
+        context.enable_progress_bars = False
+        context.verbose_stats_logs = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "executor": "ray",
+            "batch_size": self.batch_size,
+            "chunk_images": self.chunk_size,
+            "ray": {
+                "version": self.ray.__version__,
+                "address": self.cluster.ray_address,
+                "startup_seconds": round(self.startup_seconds, 3),
+                "first_result_seconds": None
+                if self.first_result_seconds is None
+                else round(self.first_result_seconds, 3),
+                **self.plan.describe(),
+            },
+        }
+
+    def _dataset(self, window: list[Job]) -> Any:
+        from ray.data import ActorPoolStrategy
+
+        plan = self.plan
+        blocks = max(1, -(-len(window) // self.chunk_size))
+        # workers may run elsewhere and in another folder: they read absolute paths
+        shipped = [(replace(job, path=job.path.absolute()), job.path) for job in window]
+        items = self.ray.data.from_items(
+            [{JOB: value} for value in pickles(shipped)], override_num_blocks=blocks
+        )
+        prepared = items.map_batches(
+            PrepareWorker,
+            fn_constructor_kwargs={"recipe": self.recipe, "cpus": plan.cpus_per_worker},
+            batch_size=self.chunk_size,
+            batch_format="numpy",
+            compute=ActorPoolStrategy(size=plan.prepare_workers),
+            num_cpus=plan.cpus_per_worker,
+        )
+        return prepared.map_batches(
+            InferenceActor,
+            fn_constructor_kwargs={
+                "recipe": self.recipe,
+                "bundle": [self.bundle],
+                "batch_size": self.batch_size,
+                "save_raw": self.save_raw,
+            },
+            batch_size=self.batch_size,
+            batch_format="numpy",
+            compute=ActorPoolStrategy(size=plan.inference_actors),
+            num_cpus=plan.cpus_per_actor,
+            num_gpus=plan.gpus_per_actor,
+        )
+
+    def run(self, jobs: Iterable[Job], on_done: Callable[[PreparedImage], None]) -> None:
+        started = time.perf_counter()
+        for window in chunked(jobs, self.cluster.window):
+            for batch in self._dataset(window).iter_batches(batch_size=None, batch_format="numpy"):
+                if self.first_result_seconds is None:
+                    self.first_result_seconds = time.perf_counter() - started
+                for item in unpickle(batch[ITEM]):
+                    on_done(item)

@@ -1,0 +1,148 @@
+"""What runs inside the Ray executor's workers: the two stages of the local runner, as Ray
+Data callable classes.
+
+* :class:`PrepareWorker` (decode/detect workers, CPUs): read, decode, find faces and cut them,
+  with the run's own :class:`~agebench.runner.faces.FacePreparer`;
+* :class:`InferenceActor` (one per GPU, or CPU actors): the run's model through the very
+  :class:`~agebench.runner.stages.ModelStage` the local runner calls, so both executors write
+  the same numbers.
+
+Jobs and prepared images travel as pickles in a binary column: Ray Data keeps them in the
+object store and never converts them. The model's files travel as a :class:`ModelBundle` in
+the object store, so a node needs agebench installed but not the driver's model registry.
+This module imports Ray only inside functions: it is loaded on the workers, where Ray is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agebench.core.atomic import write_file_atomic
+from agebench.models.manifest import ModelSpec
+from agebench.runner.faces import Job, PreparedImage
+from agebench.runner.stack import StackRecipe, build_predictor
+from agebench.runner.stages import ModelStage
+
+#: the column each stage reads and writes
+JOB = "job"
+ITEM = "item"
+
+#: test hook: ``<path>:<n>`` makes the inference actor exit hard on its n-th batch, once per
+#: ``path`` (the file records that it happened), so the fault tests can kill an actor mid-run
+FAULT_ENV = "AGEBENCH_RAY_FAULT"
+
+
+def pickles(values: list[Any]) -> np.ndarray:
+    """A 1-D object array of pickles: one Ray Data column that Arrow stores as binary."""
+    column = np.empty(len(values), dtype=object)
+    column[:] = [pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL) for value in values]
+    return column
+
+
+def unpickle(column: Any) -> list[Any]:
+    return [pickle.loads(value) for value in column]
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """The files a model needs, by name relative to its folder: the ONNX graph and what its
+    decoders read beside it (a prototype table)."""
+
+    name: str
+    sha256: str
+    files: dict[str, bytes]
+
+    @classmethod
+    def of(cls, spec: ModelSpec) -> ModelBundle:
+        names = [spec.file.name]
+        for head in spec.heads:
+            table = head.params.get("prototypes")
+            if isinstance(table, str):
+                names.append(table)
+        files = {name: (spec.base_dir / name).read_bytes() for name in names}
+        return cls(spec.name, spec.sha256, files)
+
+    def materialise(self, spec: ModelSpec) -> ModelSpec:
+        """``spec`` pointing at a node-local copy of the files (written once per node, keyed by
+        the model's sha256; the predictor verifies the graph's sha256 as it loads it)."""
+        folder = Path(tempfile.gettempdir()) / "agebench-ray-models" / self.sha256[:16]
+        for name, data in self.files.items():
+            path = folder / name
+            if path.is_file() and path.stat().st_size == len(data):
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_file_atomic(path, partial(Path.write_bytes, data=data))
+        return replace(spec, file=folder / spec.file.name, manifest_path=None)
+
+
+class PrepareWorker:
+    """Decode, detect and cut a batch of jobs (one Ray Data actor: the detector loads once)."""
+
+    def __init__(self, recipe: StackRecipe, cpus: float) -> None:
+        threads = max(1, round(cpus))
+        self.preparer, _ = recipe.preparer(workers=1, cores=threads)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        shipped: list[tuple[Job, Path]] = unpickle(batch[JOB])
+        items = self.preparer.prepare_many([job for job, _ in shipped])
+        for item, (_, given) in zip(items, shipped, strict=True):
+            item.path = given  # records name the input as the user gave it
+        return {ITEM: pickles(items)}
+
+
+class InferenceActor:
+    """The model over a batch of prepared images (one Ray Data actor per GPU, or CPU actors
+    with the tuned onnxruntime settings: the batch is split over the engine's lanes as the
+    local runner's inference threads split chunks)."""
+
+    def __init__(
+        self, recipe: StackRecipe, bundle: list[Any], batch_size: int, save_raw: bool
+    ) -> None:
+        import ray
+
+        spec = ray.get(bundle[0]).materialise(recipe.spec)
+        predictor = build_predictor(spec, recipe.execution)
+        self.stage = ModelStage(predictor, batch_size=batch_size, save_raw=save_raw)
+        self.lanes = max(1, predictor.lanes)
+        self.pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="agebench-infer")
+        self.batches = 0
+
+    def _run(self, items: list[PreparedImage]) -> list[PreparedImage]:
+        return self.stage.infer(self.stage.pack(items)).items
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        self.batches += 1
+        _maybe_fail(self.batches)
+        items: list[PreparedImage] = unpickle(batch[ITEM])
+        step = -(-len(items) // self.lanes)
+        parts = [items[start : start + step] for start in range(0, len(items), step)]
+        done = [item for part in self.pool.map(self._run, parts) for item in part]
+        return {ITEM: pickles(done)}
+
+
+def _maybe_fail(batch: int) -> None:
+    """The fault tests' hook (see ``FAULT_ENV``): exit without cleanup, as a killed process
+    would, the first time any actor reaches batch ``n``."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    path, _, nth = spec.rpartition(":")
+    if batch != int(nth):
+        return
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return  # killed once already: the restarted actor runs on
+    os.write(fd, hashlib.sha256(str(os.getpid()).encode()).hexdigest().encode())
+    os.close(fd)
+    os._exit(1)
