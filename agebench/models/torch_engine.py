@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agebench.core.errors import AgebenchError
-from agebench.models.manifest import ModelSpec
+from agebench.models.manifest import InputSpec, ModelSpec
 from agebench.models.torch_convert import convert_graph, onnx2torch_version
 
 if TYPE_CHECKING:
@@ -86,6 +86,44 @@ def choose_precision(
 # --- the engine -------------------------------------------------------------------------------
 
 
+def normalise_crops(
+    x: torch.Tensor,
+    inp: InputSpec,
+    mean: torch.Tensor,
+    inv_std: torch.Tensor,
+    gray: torch.Tensor,
+) -> torch.Tensor:
+    """(N, H, W, 3) float32 RGB pixels -> the graph's input, with the same float32 steps as
+    ``Predictor.preprocess`` on the host: the one torch copy of them, for this engine and for
+    training (``agebench.train.backbone``), so a model trains on exactly what eval feeds it.
+    ``mean``, ``inv_std`` and ``gray`` are the manifest's constants on ``x``'s device."""
+    import torch
+
+    if inp.color == "BGR":
+        x = x.flip(-1)
+    elif inp.color == "GRAY":
+        x = (x @ gray)[..., None]
+    x = (x - mean) * inv_std
+    if inp.per_image_standardization:
+        centre = x.mean(dim=(1, 2, 3), keepdim=True)
+        std = x.std(dim=(1, 2, 3), keepdim=True, correction=0)
+        x = (x - centre) / torch.clamp(std, min=1.0 / math.sqrt(x[0].numel()))
+    if inp.layout == "NCHW":
+        x = x.permute(0, 3, 1, 2)
+    return x
+
+
+def normalise_constants(inp: InputSpec, device: Any) -> tuple[torch.Tensor, ...]:
+    """The manifest's mean, 1 / std (computed in float64, as the host does) and grey weights,
+    as float32 tensors on ``device``."""
+    import torch
+
+    mean = torch.tensor(inp.mean, dtype=torch.float32, device=device)
+    inv_std = (1.0 / np.asarray(inp.std, dtype=np.float64)).astype(np.float32)
+    gray = torch.tensor(_GRAY, dtype=torch.float32, device=device)
+    return mean, torch.from_numpy(inv_std).to(device), gray
+
+
 def _shape(value_info: Any) -> list[Any]:
     """A graph input's shape as onnxruntime gives it: ints, symbolic names, None if unknown."""
     return [
@@ -145,11 +183,7 @@ class TorchEngine:
         self.module = module.eval().to(self.device, self.dtype)
         self.provider = f"torch-{self.device.type}"
         self.lanes = 1
-        inp = spec.input
-        self._mean = torch.tensor(inp.mean, dtype=torch.float32, device=self.device)
-        inv_std = (1.0 / np.asarray(inp.std, dtype=np.float64)).astype(np.float32)
-        self._inv_std = torch.from_numpy(inv_std).to(self.device)
-        self._gray = torch.tensor(_GRAY, dtype=torch.float32, device=self.device)
+        self._mean, self._inv_std, self._gray = normalise_constants(spec.input, self.device)
         self.channels_last = self._try_channels_last()
 
     def _try_channels_last(self) -> bool:
@@ -223,18 +257,7 @@ class TorchEngine:
                 x = faces.to(self.device, torch.float32)
             else:
                 x = self._upload(faces).to(torch.float32)
-            if inp.color == "BGR":
-                x = x.flip(-1)
-            elif inp.color == "GRAY":
-                x = (x @ self._gray)[..., None]
-            x = (x - self._mean) * self._inv_std
-            if inp.per_image_standardization:
-                mean = x.mean(dim=(1, 2, 3), keepdim=True)
-                std = x.std(dim=(1, 2, 3), keepdim=True, correction=0)
-                x = (x - mean) / torch.clamp(std, min=1.0 / math.sqrt(x[0].numel()))
-            if inp.layout == "NCHW":
-                x = x.permute(0, 3, 1, 2)
-            return self._layout(x)
+            return self._layout(normalise_crops(x, inp, self._mean, self._inv_std, self._gray))
 
     def run(self, input_name: str, tensor: Any, outputs: list[str]) -> list[np.ndarray]:
         """Outputs in the order of ``outputs`` (names may repeat), float outputs as float32."""

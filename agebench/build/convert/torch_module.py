@@ -39,7 +39,9 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(error).__name__
 
 
-def _build(factory: str) -> Any:
+def build_factory(factory: str) -> Any:
+    """Call ``"pkg.module:callable"`` and check it gives a torch module (a factory's errors
+    become one line); shared by ``models convert torch`` and training backbones."""
     import torch
 
     from agebench.core.registry import resolve_target
@@ -151,7 +153,7 @@ def convert_torch(
         raise AgebenchError(f"input shape {input_shape!r}: need a batch dimension and sizes >= 1")
     origin: dict[str, str | bool]  # where the module came from, for the conversion's notes
     if is_factory(factory):
-        module = _build(str(factory))
+        module = build_factory(str(factory))
         origin = {"factory": str(factory)}
     else:
         module = _load_torchscript(Path(factory), trust_torchscript)
