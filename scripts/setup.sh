@@ -18,7 +18,8 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 # torch/torchvision first and pinned: a floating spec can pull a multi-GB CUDA build over a
 # slow link where a local copy of this pair exists (see README, "Installing").
 "${PIP[@]}" install -q "torch==${AGEBENCH_TORCH:-2.14.1}" "torchvision==${AGEBENCH_TORCHVISION:-0.29.1}"
-"${PIP[@]}" install -q -e ".[dev]"
+# the ray extra too: the tests run predict and eval on a local Ray instance and a simulated cluster
+"${PIP[@]}" install -q -e ".[dev,ray]"
 "${PIP[@]}" install -q --no-deps "facenet-pytorch==2.6.0"
 "$VENV/bin/python" -c "from facenet_pytorch.models.utils.detect_face import detect_face" >/dev/null
 echo "agebench installed in $VENV"

@@ -127,15 +127,26 @@ def plan_resources(
     )
     if device == "cpu":
         gpus_per_actor = 0.0
+    cpus_per_actor = 1.0 if gpus_per_actor > 0 else cluster.cpus_per_worker
     if cluster.inference_actors is not None:
         actors = cluster.inference_actors
     elif gpus_per_actor > 0:
         actors = max(1, math.floor(gpus / gpus_per_actor + 1e-9))
-    else:
-        actors = max(1, nodes)
-    cpus_per_actor = 1.0 if gpus_per_actor > 0 else cluster.cpus_per_worker
+    else:  # one per node, leaving a decode/detect worker its CPUs
+        room = math.floor((cpus - cluster.cpus_per_worker) / cpus_per_actor + 1e-9)
+        actors = max(1, min(nodes, room))
     left = cpus - actors * cpus_per_actor
     prepare = workers or max(1, math.floor(left / cluster.cpus_per_worker + 1e-9))
+    wanted = actors * cpus_per_actor + prepare * cluster.cpus_per_worker
+    if wanted > cpus + 1e-9 or actors * gpus_per_actor > gpus + 1e-9:
+        # Ray Data would wait for resources that never come: say so instead of hanging
+        raise AgebenchError(
+            f"--executor ray: {actors} inference actor(s) x {cpus_per_actor:g} CPU "
+            f"{'+ ' + format(gpus_per_actor, 'g') + ' GPU ' if gpus_per_actor else ''}"
+            f"and {prepare} worker(s) x {cluster.cpus_per_worker:g} CPU need more than the "
+            f"cluster has ({cpus:g} CPUs, {gpus:g} GPUs); lower --inference-actors, "
+            "--workers or --cpus-per-worker"
+        )
     return ResourcePlan(
         nodes=nodes,
         cpus=cpus,

@@ -15,7 +15,6 @@ This module imports Ray only inside functions: it is loaded on the workers, wher
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import tempfile
@@ -37,8 +36,9 @@ from agebench.runner.stages import ModelStage
 JOB = "job"
 ITEM = "item"
 
-#: test hook: ``<path>:<n>`` makes the inference actor exit hard on its n-th batch, once per
-#: ``path`` (the file records that it happened), so the fault tests can kill an actor mid-run
+#: test hook: a folder where a file ``<stage>.arm`` holding n makes the first ``prepare`` or
+#: ``infer`` worker to reach its n-th batch exit hard (the file becomes ``<stage>.fired``), so
+#: the fault tests kill a worker mid-run; unset, nothing is looked at
 FAULT_ENV = "AGEBENCH_RAY_FAULT"
 
 
@@ -91,8 +91,11 @@ class PrepareWorker:
     def __init__(self, recipe: StackRecipe, cpus: float) -> None:
         threads = max(1, round(cpus))
         self.preparer, _ = recipe.preparer(workers=1, cores=threads)
+        self.batches = 0
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        self.batches += 1
+        _maybe_fail("prepare", self.batches)
         shipped: list[tuple[Job, Path]] = unpickle(batch[JOB])
         items = self.preparer.prepare_many([job for job, _ in shipped])
         for item, (_, given) in zip(items, shipped, strict=True):
@@ -122,7 +125,7 @@ class InferenceActor:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         self.batches += 1
-        _maybe_fail(self.batches)
+        _maybe_fail("infer", self.batches)
         items: list[PreparedImage] = unpickle(batch[ITEM])
         step = -(-len(items) // self.lanes)
         parts = [items[start : start + step] for start in range(0, len(items), step)]
@@ -130,19 +133,17 @@ class InferenceActor:
         return {ITEM: pickles(done)}
 
 
-def _maybe_fail(batch: int) -> None:
+def _maybe_fail(stage: str, batch: int) -> None:
     """The fault tests' hook (see ``FAULT_ENV``): exit without cleanup, as a killed process
-    would, the first time any actor reaches batch ``n``."""
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
+    would, the first time any ``stage`` worker reaches the batch its arm file names."""
+    folder = os.environ.get(FAULT_ENV)
+    if not folder:
         return
-    path, _, nth = spec.rpartition(":")
-    if batch != int(nth):
-        return
+    arm = Path(folder) / f"{stage}.arm"
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return  # killed once already: the restarted actor runs on
-    os.write(fd, hashlib.sha256(str(os.getpid()).encode()).hexdigest().encode())
-    os.close(fd)
+        if batch < int(arm.read_text(encoding="utf-8")):
+            return
+        os.rename(arm, arm.with_suffix(".fired"))  # exactly one worker wins the rename
+    except (OSError, ValueError):
+        return
     os._exit(1)
