@@ -82,6 +82,15 @@ def find_baseline(given: Path | None) -> Path | None:
     "'eval --faces none' on that many records (e.g. 1000,100000), each in a process of its own.",
 )
 @click.option(
+    "--ray",
+    "ray_cpus",
+    default=None,
+    metavar="N,N,...",
+    help="Instead: eval --faces none on the local executor against --executor ray "
+    "(overhead, Ray's start-up apart), and Ray's images/s on instances of these CPU counts "
+    "(those up to this machine's cores), e.g. 1,2,4,8,16.",
+)
+@click.option(
     "--out",
     type=click.Path(path_type=Path),
     default=Path("reports/bench"),
@@ -98,6 +107,7 @@ def bench(
     crop_margin: float,
     baseline_python: Path | None,
     memory: str | None,
+    ray_cpus: str | None,
     out: Path,
     execution: ExecutionConfig,
 ) -> None:
@@ -107,6 +117,9 @@ def bench(
 
     if memory:
         _memory(images, out, memory)
+        return
+    if ray_cpus:
+        _cluster(images, out, model or DEFAULT_MODEL, ray_cpus, count, rounds, execution)
         return
     config = BenchConfig(
         images=images,
@@ -134,6 +147,75 @@ def bench(
     result = go()
     results().print(bench_table(result))
     results().print(f"bench.json: {escape(str(out / 'bench.json'))}", soft_wrap=True)
+
+
+def _cluster(
+    images: Path,
+    out: Path,
+    model: str,
+    cpus_text: str,
+    count: int,
+    rounds: int,
+    execution: ExecutionConfig,
+) -> None:
+    from agebench.speed.cluster import ClusterBenchConfig, run_cluster_bench
+
+    try:
+        cpus = [int(part) for part in cpus_text.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(
+            f"{cpus_text!r}: CPU counts such as 1,2,4", param_hint="--ray"
+        ) from None
+    config = ClusterBenchConfig(images, out, model, cpus, count, rounds, execution)
+
+    @friendly_errors
+    def go() -> dict[str, Any]:
+        with console.status("bench --ray") as status:
+            return run_cluster_bench(config, lambda message: status.update(escape(message)))
+
+    result = go()
+    results().print(cluster_table(result))
+    results().print(
+        f"cluster-bench.json: {escape(str(out / 'cluster-bench.json'))}", soft_wrap=True
+    )
+
+
+def cluster_table(result: dict[str, Any]) -> Table:
+    """The overhead line and the scaling rows, as the README shows them."""
+    over = result["overhead"]
+    table = Table(
+        title=f"--executor ray vs local, eval --faces none, {result['images']} images, "
+        f"median of {result['rounds']}"
+    )
+    for column in ("run", "CPUs", "seconds", "images/s", "vs local / 1 CPU", "per CPU"):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    table.add_row(
+        "local",
+        str(result["cores"]),
+        f"{over['local_seconds']:.2f}",
+        f"{over['local_images_per_second']:.0f}",
+        "1.00",
+        "",
+    )
+    table.add_row(
+        f"ray (+{over['ray_startup_seconds']:.1f} s start-up, first result "
+        f"{over['ray_first_result_seconds']:.1f} s)",
+        str(result["cores"]),
+        f"{over['ray_seconds']:.2f}",
+        f"{over['ray_steady_images_per_second']:.0f} steady",
+        f"{over['ratio']:.2f}x time",
+        "",
+    )
+    for row in result["scaling"]:
+        table.add_row(
+            "ray scaling",
+            str(row["cpus"]),
+            "",
+            f"{row['steady_images_per_second']:.0f}",
+            f"{row['speedup']:.2f}x",
+            f"{row['efficiency_per_cpu']:.2f}",
+        )
+    return table
 
 
 def _memory(images: Path, out: Path, sizes_text: str) -> None:

@@ -71,7 +71,9 @@ def connect(cluster: ClusterConfig) -> float:
             address=cluster.ray_address,
             include_dashboard=False,
             log_to_driver=False,
-            logging_level=logging.WARNING,
+            # what goes wrong reaches the user as the run's error; Ray's start-up chatter
+            # (instance started, token created) would bury the progress bar
+            logging_level=logging.ERROR,
         )
     except (ConnectionError, ValueError, RuntimeError, TimeoutError) as error:
         where = cluster.ray_address or "a local Ray instance"
@@ -202,7 +204,7 @@ class RayRunner:
         context = DataContext.get_current()
         context.enable_progress_bars = False
         context.verbose_stats_logs = False
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
 
     def describe(self) -> dict[str, Any]:
         return {
