@@ -21,9 +21,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeAlias
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -45,10 +46,11 @@ from agebench.core.types import (
 from agebench.models.catalog import DEFAULT_MODEL
 from agebench.runner.config import DetectConfig, PredictConfig
 from agebench.runner.faces import FacePreparer, Job, PreparedImage
-from agebench.runner.imageio import decode_pillow, decoded_array
+from agebench.runner.imageio import IMAGE_EXTENSIONS, decode_pillow, decoded_array
 from agebench.runner.pipeline import PredictRun
 from agebench.runner.stack import PredictStack
 from agebench.runner.stages import BatchRunner
+from agebench.runner.uri import is_uri
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -107,7 +109,7 @@ def _ready_crop(crop_margin: float) -> ReadyCrop:
     return ReadyCrop(kind="margin", margin=crop_margin) if crop_margin else ReadyCrop("tight")
 
 
-def _predict_config(input: Path, out: Path, options: Mapping[str, Any]) -> PredictConfig:
+def _predict_config(input: Path | str, out: Path, options: Mapping[str, Any]) -> PredictConfig:
     """The ``PredictConfig`` ``agebench predict`` builds from the same options (a call's
     keywords, by name), checked as its click options check them."""
     check_choice("faces", options["faces"], PREDICT_FACES_MODES)
@@ -302,7 +304,14 @@ def default_predict_out(source: str | os.PathLike[str]) -> Path:
 
     Named after the input so that predicting on another folder from the same place starts a
     folder of its own instead of being refused by the first one's (a folder holds one run).
+    A URI (``s3://bucket/photos/``) is named after its last path segment (or its bucket).
     """
+    if is_uri(source):
+        parts = urlsplit(str(source))
+        name = parts.path.rstrip("/").rpartition("/")[2] or parts.netloc
+        if PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS:  # one object named
+            name = PurePosixPath(name).stem
+        return Path("reports") / f"predict-{name or 'root'}"
     path = Path(source).resolve()
     name = path.stem if path.is_file() else path.name
     return Path("reports") / f"predict-{name or 'root'}"
@@ -338,8 +347,9 @@ def predict(
     notify: Notify | None = None,
 ) -> PredictResult:
     """``agebench predict SOURCE --out OUT``: every image under ``source`` (a folder or one
-    file), written to ``out`` (default :func:`default_predict_out`, the command's) and
-    returned as a :class:`~agebench.api_results.PredictResult`.
+    file, or a filesystem URI such as ``s3://bucket/prefix/``: README "URI inputs"), written
+    to ``out`` (default :func:`default_predict_out`, the command's) and returned as a
+    :class:`~agebench.api_results.PredictResult`.
 
     ``resume=False`` is ``--overwrite``. ``progress(event, amount)`` hears "total" and
     "advance"; ``notify(text)`` who a ``wait=True`` run waits for. ``executor="ray"`` runs
@@ -347,7 +357,9 @@ def predict(
     same outputs as the local executor (README "On a Ray cluster").
     """
     folder = Path(out) if out is not None else default_predict_out(source)
-    config = _predict_config(Path(source), folder, locals())
+    # a URI stays the string given: Path() would turn s3://bucket into s3:/bucket
+    given = source if isinstance(source, str) and is_uri(source) else Path(source)
+    config = _predict_config(given, folder, locals())
     outcome = PredictRun(config).run(progress=progress, notify=notify)
     return PredictResult.read(Path(outcome.summary["out"]), outcome.summary)
 

@@ -36,7 +36,8 @@ MAX_IMAGES_LISTED = 20
 
 
 @click.command("predict")
-@click.argument("input", type=click.Path(path_type=Path))
+# a str, not a Path: INPUT may be a URI (s3://bucket/prefix/), which Path() would mangle
+@click.argument("input", type=click.Path())
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
@@ -100,7 +101,7 @@ MAX_IMAGES_LISTED = 20
 @cluster_options
 @friendly_errors
 def predict(
-    input: Path,
+    input: str,
     out: Path | None,
     model: str | None,
     manifest: Path | None,
@@ -117,7 +118,8 @@ def predict(
     execution: ExecutionConfig,
     cluster: ClusterConfig,
 ) -> None:
-    """Estimate the age of every face in the images under INPUT."""
+    """Estimate the age of every face in the images under INPUT (a folder, a file, or a
+    URI such as s3://bucket/prefix/)."""
     with ProgressBar() as on_progress:
         result = agebench.predict(
             input,

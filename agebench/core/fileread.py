@@ -130,10 +130,10 @@ def _check_regular(path: Path, info: os.stat_result, max_bytes: int) -> None:
         kind = next((name for test, name in _KINDS if test(mode)), "special file")
         raise ImageDecodeError(path, f"not a regular file ({kind})")
     if info.st_size > max_bytes:
-        raise ImageDecodeError(path, _too_large(info.st_size, max_bytes))
+        raise ImageDecodeError(path, too_large_reason(info.st_size, max_bytes))
 
 
-def _too_large(size: int, max_bytes: int) -> str:
+def too_large_reason(size: int, max_bytes: int) -> str:
     return f"file too large: {size:,} bytes exceeds the limit of {max_bytes:,} bytes"
 
 
@@ -151,5 +151,5 @@ def _read_bounded(fd: int, path: Path, max_bytes: int) -> bytes:
     except OSError as exc:
         raise ImageDecodeError(path, f"cannot read file ({exc.strerror or exc})") from exc
     if total > max_bytes:
-        raise ImageDecodeError(path, _too_large(total, max_bytes) + " (it grew while read)")
+        raise ImageDecodeError(path, too_large_reason(total, max_bytes) + " (it grew while read)")
     return parts[0] if len(parts) == 1 else b"".join(parts)

@@ -24,7 +24,9 @@ class DetectConfig:
 
 @dataclass(frozen=True)
 class PredictConfig:
-    input: Path
+    #: a local folder or file, or a filesystem URI (``s3://bucket/prefix/``) kept as the string
+    #: given: ``Path()`` would mangle ``s3://`` into ``s3:/``
+    input: Path | str
     out: Path
     model: str = DEFAULT_MODEL
     manifest: Path | None = None
@@ -46,11 +48,16 @@ class PredictConfig:
     #: what a ready crop is under --faces none (tight by default; APPA-style crops carry margin)
     ready_crop: ReadyCrop = field(default_factory=lambda: ReadyCrop(kind="tight"))
 
+    def input_name(self) -> str:
+        """The input as the run identity and summary name it: a URI as given, a local path
+        resolved (as every earlier version wrote it)."""
+        return self.input if isinstance(self.input, str) else str(self.input.resolve())
+
     def fingerprint(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run it continues (keys and values
         as every earlier version wrote them: the run identity's digest depends on them)."""
         return {
-            "input": str(self.input.resolve()),
+            "input": self.input_name(),
             "faces": self.faces,
             "detect": asdict(self.detect) if self.faces == "detect" else None,
             "recursive": self.recursive,

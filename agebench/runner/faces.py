@@ -18,6 +18,7 @@ from agebench.faces.detect import Face, FaceDetector
 from agebench.runner.config import DetectConfig
 from agebench.runner.imageio import DecodedImage, ImageDecodeError, decode_image
 from agebench.runner.reconcile import ReadyCropPlan
+from agebench.runner.uri import RemoteObject, read_object
 
 NO_FACE = "no face found"
 NO_FACE_IN_BOX = "no detected face overlaps the given box"
@@ -46,6 +47,9 @@ class Job:
     #: pixels decoded already (the Python API's PIL images and arrays): no file is read
     #: or decoded, the crops are cut from these as from a full-size decode
     pixels: DecodedImage | None = None
+    #: an object behind a filesystem URI (``s3://...``): read by the worker that decodes it,
+    #: then decoded exactly as the file would be; ``path`` is only its name
+    remote: RemoteObject | None = None
 
     @property
     def in_memory(self) -> bool:
@@ -68,6 +72,8 @@ class PreparedImage:
     crops: np.ndarray | None = None
     key: Any = None
     sha256: str | None = None
+    #: the job's URI object, back to the driver for the record's ``path`` and ``source``
+    remote: RemoteObject | None = None
 
 
 @dataclass(frozen=True)
@@ -208,17 +214,18 @@ class FacePreparer:
         )
 
     def _decode(self, job: Job) -> _Source:
-        item = PreparedImage(path=job.path, relative=job.relative, key=job.key)
+        item = PreparedImage(path=job.path, relative=job.relative, key=job.key, remote=job.remote)
         if job.pixels is not None:
             item.notes = list(job.pixels.notes)
             item.width, item.height = job.pixels.width, job.pixels.height
             return _Source(item, job.pixels)
         try:
-            data = (
-                job.data
-                if job.data is not None
-                else read_image_bytes(job.path, max_bytes=self.max_file_bytes)
-            )
+            if job.data is not None:
+                data = job.data
+            elif job.remote is not None:
+                data = read_object(job.remote, max_bytes=self.max_file_bytes)
+            else:
+                data = read_image_bytes(job.path, max_bytes=self.max_file_bytes)
         except ImageDecodeError as error:
             item.status, item.error = "failed", error.reason
             return _Source(item)

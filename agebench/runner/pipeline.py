@@ -27,6 +27,7 @@ from agebench.runner.faces import Job, PreparedImage
 from agebench.runner.imageio import has_decoder_warning
 from agebench.runner.ownership import RunIdentity, claim, owned_folder
 from agebench.runner.stack import PredictStack
+from agebench.runner.uri import RemoteObject, check_input, count_objects, iter_objects
 from agebench.runner.walk import count_images, iter_images
 
 ProgressCallback = Callable[[str, int], None]  # (event, amount): "total", "advance"
@@ -79,12 +80,12 @@ def _image_record(
     config: PredictConfig,
     model: dict[str, str],
     run: str,
-    source: dict[str, int] | None,
+    source: dict[str, int | None] | None,
 ) -> dict[str, Any]:
     return {
         "schema": sink.PREDICTION_SCHEMA,
         "image": item.relative.as_posix(),
-        "path": str(item.path),
+        "path": item.remote.uri if item.remote is not None else str(item.path),
         "width": item.width,
         "height": item.height,
         "status": item.status,
@@ -98,9 +99,16 @@ def _image_record(
     }
 
 
-def _source_stat(path: Path) -> dict[str, int] | None:
+#: one input: a local file, or an object behind a URI
+Input = Path | RemoteObject
+
+
+def _source_stat(path: Input) -> dict[str, int | None] | None:
     """The input file's size and mtime as the record was made: a resume redoes an image whose
-    file changed since, instead of keeping an age computed from other pixels."""
+    file changed since, instead of keeping an age computed from other pixels. (An object's
+    are its listing's: the driver never reads it.)"""
+    if isinstance(path, RemoteObject):
+        return path.source()
     try:
         stat = path.stat()
     except OSError:
@@ -109,7 +117,7 @@ def _source_stat(path: Path) -> dict[str, int] | None:
 
 
 def _matches(
-    record: dict[str, Any] | None, run: str, path: Path | None
+    record: dict[str, Any] | None, run: str, path: Input | None
 ) -> TypeGuard[dict[str, Any]]:
     """Whether a record on disk is this run's: same identity digest (model, manifest,
     settings) and, when its input is known, the same input file. (A TypeGuard: a record
@@ -124,6 +132,31 @@ def _relative(path: Path, root: Path) -> Path:
     return Path(path.name) if not root.is_dir() else path.relative_to(root)
 
 
+def _inputs(config: PredictConfig) -> Iterator[tuple[Input, Path]]:
+    """Every input with its place in the output tree, in walk order: the files under a
+    local path, or the objects under a URI (relative to its prefix)."""
+    if isinstance(config.input, str):
+        for obj in iter_objects(config.input, recursive=config.recursive):
+            yield obj, Path(obj.relative)
+        return
+    root = config.input
+    for path in iter_images(root, recursive=config.recursive):
+        yield path, _relative(path, root)
+
+
+def _count(config: PredictConfig) -> int:
+    if isinstance(config.input, str):
+        return count_objects(config.input, recursive=config.recursive)
+    return count_images(config.input, recursive=config.recursive)
+
+
+def _job(source: Input, relative: Path) -> Job:
+    """A URI's job names its object by its relative path (never ``Path(uri)``)."""
+    if isinstance(source, RemoteObject):
+        return Job(relative, relative, remote=source)
+    return Job(source, relative)
+
+
 class PredictRun:
     """A predict run, set up (model verified, outputs checked) before any image is read.
 
@@ -131,7 +164,9 @@ class PredictRun:
     """
 
     def __init__(self, config: PredictConfig) -> None:
-        if not config.input.exists():
+        if isinstance(config.input, str):
+            check_input(config.input)  # an unknown scheme or a missing prefix fails here
+        elif not config.input.exists():
             raise AgebenchError(f"{config.input}: input folder not found")
         self.config = config
         stack = self.stack = PredictStack.for_predict(config)
@@ -170,15 +205,14 @@ class PredictRun:
         run_id = self.identity.digest
         # counting a huge tree takes a while: let the bar learn its total while work starts
         threading.Thread(
-            target=lambda: report("total", count_images(config.input, recursive=config.recursive)),
+            target=lambda: report("total", _count(config)),
             name="agebench-count",
             daemon=True,
         ).start()
         counts = {"skipped_resumed": 0, "processed": 0}
 
-        def todo() -> Iterator[tuple[Path, Path]]:
-            for path in iter_images(config.input, recursive=config.recursive):
-                relative = _relative(path, config.input)
+        def todo() -> Iterator[tuple[Input, Path]]:
+            for path, relative in _inputs(config):
                 if config.resume and _matches(
                     sink.read_image_json(sink.image_json_path(config.out, relative)), run_id, path
                 ):
@@ -192,7 +226,9 @@ class PredictRun:
         def done(item: PreparedImage) -> None:
             writer.submit(
                 sink.image_json_path(config.out, item.relative),
-                _image_record(item, config, self.model, run_id, _source_stat(item.path)),
+                _image_record(
+                    item, config, self.model, run_id, _source_stat(item.remote or item.path)
+                ),
             )
             counts["processed"] += 1
             report("advance", 1)
@@ -204,7 +240,7 @@ class PredictRun:
             save_raw=config.save_raw,
         )
         started = time.perf_counter()  # a cluster's start-up is reported apart (execution.ray)
-        jobs = (Job(path, relative) for path, relative in todo())
+        jobs = (_job(path, relative) for path, relative in todo())
         try:
             runner.run(jobs, done)
         except BaseException:
@@ -266,8 +302,7 @@ def _finish(
     failures: list[dict[str, Any]] = []
 
     def rows() -> Iterator[dict[str, Any]]:
-        for path in iter_images(config.input, recursive=config.recursive):
-            relative = _relative(path, config.input)
+        for _, relative in _inputs(config):
             record = sink.read_image_json(sink.image_json_path(config.out, relative))
             if not _matches(record, run_id, None):
                 continue  # interrupted before this image: a resume will do it
@@ -286,7 +321,7 @@ def _finish(
     processed = counts["processed"]
     summary = {
         "schema": "agebench.predict-summary/1",
-        "input": str(config.input.resolve()),
+        "input": config.input_name(),
         "out": str(config.out.resolve()),
         "model": spec_info,
         "execution": execution,
