@@ -154,7 +154,7 @@ def run_cluster_bench(
         "mae": {"local": _median(local_rows, "mae"), "ray": _median(ray_rows, "mae")},
         "rounds": {"local": local_rows, "ray": ray_rows},
     }
-    scaling = []
+    scaling: list[dict[str, Any]] = []
     for cpus in measured:
         say(f"scaling: ray on {cpus} CPU(s)")
         started = _start(ray, cpus)
