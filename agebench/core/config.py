@@ -107,7 +107,7 @@ class ClusterConfig:
     #: inference actors; None: one per GPU, or one per node on CPUs
     inference_actors: int | None = None
     #: images handed to Ray at once: the driver holds at most this many jobs in memory
-    window: int = 20_000
+    window: int = 100_000
 
     def __post_init__(self) -> None:
         check_choice("executor", self.executor, EXECUTORS)

@@ -5,6 +5,8 @@
     jobs (driver, a window at a time) -> PrepareWorker actors (CPUs: read, decode, detect, cut)
         -> InferenceActor actors (a GPU each, or CPU actors) -> results (driver: on_done)
 
+or, on a cluster without GPUs, ``PredictWorker`` actors that do both (see ``plan_resources``).
+
 It has the local :class:`~agebench.runner.stages.BatchRunner`'s interface, ``run(jobs,
 on_done)``, and everything around it (run identity, resume, per-image records, the rebuilt
 ``predictions.jsonl``, summary, reports) is the same code for both executors; that is why their
@@ -34,6 +36,7 @@ from agebench.runner.ray_workers import (
     JOB,
     InferenceActor,
     ModelBundle,
+    PredictWorker,
     PrepareWorker,
     pickles,
     unpickle,
@@ -94,9 +97,13 @@ class ResourcePlan:
     inference_actors: int
     gpus_per_actor: float
     cpus_per_actor: float
+    #: both stages in each worker (no GPU actors and no --inference-actors): no inference
+    #: actors of their own, ``prepare_workers`` workers each decode and run the model
+    fused: bool = False
 
     def describe(self) -> dict[str, Any]:
         return {
+            "stages": "fused" if self.fused else "split",
             "nodes": self.nodes,
             "cluster_cpus": self.cpus,
             "cluster_gpus": self.gpus,
@@ -118,9 +125,10 @@ def plan_resources(
     workers: int | None = None,
 ) -> ResourcePlan:
     """Defaults from the cluster's resources: one inference actor per GPU (``num_gpus=1``)
-    when the device allows GPUs and the cluster has them, else one CPU actor per node; the
-    decode/detect workers take the CPUs left (at least one) unless ``workers`` (the run's
-    ``--workers``) says how many."""
+    when the device allows GPUs and the cluster has them, the decode/detect workers taking the
+    CPUs left (at least one) unless ``workers`` (the run's ``--workers``) says how many.
+    Without GPUs, every worker runs both stages (``fused``), one per ``cpus_per_worker``
+    CPUs, unless ``--inference-actors`` asks for model actors of their own."""
     if device == "cuda" and gpus < 1 and not cluster.gpus_per_worker:
         raise AgebenchError("--device cuda: the Ray cluster has no GPU")
     use_gpus = device != "cpu" and gpus > 0
@@ -130,13 +138,28 @@ def plan_resources(
     if device == "cpu":
         gpus_per_actor = 0.0
     cpus_per_actor = 1.0 if gpus_per_actor > 0 else cluster.cpus_per_worker
+    if gpus_per_actor == 0 and cluster.inference_actors is None:
+        fused = workers or max(1, math.floor(cpus / cluster.cpus_per_worker + 1e-9))
+        if fused * cluster.cpus_per_worker > cpus + 1e-9:
+            raise AgebenchError(
+                f"--executor ray: {fused} worker(s) x {cluster.cpus_per_worker:g} CPU need more "
+                f"than the cluster has ({cpus:g} CPUs); lower --workers or --cpus-per-worker"
+            )
+        return ResourcePlan(
+            nodes=nodes,
+            cpus=cpus,
+            gpus=gpus,
+            prepare_workers=fused,
+            cpus_per_worker=cluster.cpus_per_worker,
+            inference_actors=0,
+            gpus_per_actor=0.0,
+            cpus_per_actor=0.0,
+            fused=True,
+        )
     if cluster.inference_actors is not None:
         actors = cluster.inference_actors
-    elif gpus_per_actor > 0:
+    else:
         actors = max(1, math.floor(gpus / gpus_per_actor + 1e-9))
-    else:  # one per node, leaving a decode/detect worker its CPUs
-        room = math.floor((cpus - cluster.cpus_per_worker) / cpus_per_actor + 1e-9)
-        actors = max(1, min(nodes, room))
     left = cpus - actors * cpus_per_actor
     prepare = workers or max(1, math.floor(left / cluster.cpus_per_worker + 1e-9))
     wanted = actors * cpus_per_actor + prepare * cluster.cpus_per_worker
@@ -194,6 +217,8 @@ class RayRunner:
         self.chunk_size = min(self.batch_size, DETECT_CHUNK) if detecting else self.batch_size
         self.bundle = self.ray.put(ModelBundle.of(stack.spec))
         self.first_result_seconds: float | None = None
+        self._first_images = self._images = 0
+        self._last_result_seconds = 0.0
         self._quiet()
 
     @staticmethod
@@ -218,9 +243,17 @@ class RayRunner:
                 "first_result_seconds": None
                 if self.first_result_seconds is None
                 else round(self.first_result_seconds, 3),
+                "images_per_second_after_first_result": self._steady_rate(),
                 **self.plan.describe(),
             },
         }
+
+    def _steady_rate(self) -> float | None:
+        """Images/s from the first result to the last: the rate once the actors are up."""
+        first = self.first_result_seconds
+        seconds = self._last_result_seconds - (first or 0.0)
+        images = self._images - self._first_images
+        return round(images / seconds, 2) if first is not None and seconds > 0 else None
 
     def _dataset(self, window: list[Job]) -> Any:
         from ray.data import ActorPoolStrategy
@@ -232,6 +265,21 @@ class RayRunner:
         items = self.ray.data.from_items(
             [{JOB: value} for value in pickles(shipped)], override_num_blocks=blocks
         )
+        model = {
+            "recipe": self.recipe,
+            "bundle": [self.bundle],
+            "batch_size": self.batch_size,
+            "save_raw": self.save_raw,
+        }
+        if plan.fused:
+            return items.map_batches(
+                PredictWorker,
+                fn_constructor_kwargs={**model, "cpus": plan.cpus_per_worker},
+                batch_size=self.chunk_size,
+                batch_format="numpy",
+                compute=ActorPoolStrategy(size=plan.prepare_workers),
+                num_cpus=plan.cpus_per_worker,
+            )
         prepared = items.map_batches(
             PrepareWorker,
             fn_constructor_kwargs={"recipe": self.recipe, "cpus": plan.cpus_per_worker},
@@ -242,12 +290,7 @@ class RayRunner:
         )
         return prepared.map_batches(
             InferenceActor,
-            fn_constructor_kwargs={
-                "recipe": self.recipe,
-                "bundle": [self.bundle],
-                "batch_size": self.batch_size,
-                "save_raw": self.save_raw,
-            },
+            fn_constructor_kwargs=model,
             batch_size=self.batch_size,
             batch_format="numpy",
             compute=ActorPoolStrategy(size=plan.inference_actors),
@@ -259,7 +302,12 @@ class RayRunner:
         started = time.perf_counter()
         for window in chunked(jobs, self.cluster.window):
             for batch in self._dataset(window).iter_batches(batch_size=None, batch_format="numpy"):
+                items = unpickle(batch[ITEM])
+                now = time.perf_counter() - started
                 if self.first_result_seconds is None:
-                    self.first_result_seconds = time.perf_counter() - started
-                for item in unpickle(batch[ITEM]):
+                    self.first_result_seconds = now
+                    self._first_images = len(items)
+                self._images += len(items)
+                self._last_result_seconds = now
+                for item in items:
                     on_done(item)

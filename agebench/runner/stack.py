@@ -48,13 +48,15 @@ def share_cores_with_workers(workers: int, cores: int | None = None) -> None:
 
 
 def build_predictor(
-    spec: ModelSpec, execution: ExecutionConfig, *, verify: bool = True
+    spec: ModelSpec, execution: ExecutionConfig, *, verify: bool = True, threads: int | None = None
 ) -> Predictor:
     """The model's predictor as ``execution`` says (device, backend, precision, tuning): the one
     place that maps an ``ExecutionConfig`` onto a ``Predictor``. ``verify=False`` skips the
-    weights' sha256 check, for a caller that has just checked them itself."""
+    weights' sha256 check, for a caller that has just checked them itself; ``threads``: the
+    cores it may use (None: this machine's)."""
     return Predictor(
         spec,
+        threads=threads,
         device=execution.device,
         tuning=execution.tuning,
         backend=execution.backend,

@@ -48,14 +48,20 @@ def test_predict_and_eval_on_three_nodes(address: str, shared_faces: Path, tmp_p
     assert_same_run(tmp_path / "local", tmp_path / "cluster")
     plan = on_cluster.summary["execution"]["ray"]
     assert plan["nodes"] == 3 and plan["cluster_cpus"] == 3
-    assert (plan["inference_actors"], plan["prepare_workers"]) == (2, 1)
+    assert (plan["stages"], plan["prepare_workers"]) == ("fused", 3)
     assert on_cluster.summary["counts"] == local.summary["counts"]
 
     common = {"out_root": tmp_path / "reports", "n_boot": 200, "batch_size": 8}
     scored = agebench.evaluate("utkface", shared_faces, out=tmp_path / "e-local", **common)
-    on_ray = agebench.evaluate(
-        "utkface", shared_faces, out=tmp_path / "e-ray", executor="ray", **common
+    on_ray = agebench.evaluate(  # a model actor and two decoding workers, as with GPUs
+        "utkface",
+        shared_faces,
+        out=tmp_path / "e-ray",
+        executor="ray",
+        inference_actors=1,
+        **common,
     )
+    assert on_ray.summary["execution"]["ray"]["prepare_workers"] == 2
     assert on_ray.summary["metrics"] == scored.summary["metrics"]
     assert (tmp_path / "e-ray" / "predictions.jsonl").read_text() == (
         tmp_path / "e-local" / "predictions.jsonl"

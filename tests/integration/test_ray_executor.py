@@ -35,6 +35,8 @@ ray = pytest.importorskip("ray", reason="the ray extra (scripts/setup.sh install
 pytestmark = pytest.mark.slow
 
 RAY = ClusterConfig(executor="ray")
+#: decode/detect workers and a model actor of their own, as on a GPU cluster
+SPLIT = ClusterConfig(executor="ray", inference_actors=1)
 #: small batches so that 48 images make several, and a fault can land mid-run
 SMALL = ExecutionConfig(batch_size=8)
 
@@ -91,13 +93,19 @@ def chips_reference(shared_faces: Path, tmp_path_factory: pytest.TempPathFactory
     return out
 
 
+@pytest.mark.parametrize(("cluster", "stages"), [(RAY, "fused"), (SPLIT, "split")])
 def test_predict_on_ray_is_the_local_run_record_for_record(
-    faults: Path, shared_faces: Path, chips_reference: Path, tmp_path: Path
+    cluster: ClusterConfig,
+    stages: str,
+    faults: Path,
+    shared_faces: Path,
+    chips_reference: Path,
+    tmp_path: Path,
 ):
-    summary = _predict(shared_faces, tmp_path / "ray", faces="none", execution=SMALL)
+    summary = _predict(shared_faces, tmp_path / "ray", cluster, faces="none", execution=SMALL)
     assert_same_run(chips_reference, tmp_path / "ray")
     execution = summary["execution"]
-    assert execution["executor"] == "ray"
+    assert execution["executor"] == "ray" and execution["ray"]["stages"] == stages
     assert execution["ray"]["nodes"] == 1 and execution["ray"]["cluster_cpus"] == 2
     assert execution["ray"]["startup_seconds"] == 0.0  # joined the module's instance
     assert summary["counts"]["images_ok"] == 48
@@ -123,7 +131,7 @@ def test_detection_on_ray_matches_local_on_multi_face_photos(
 ):
     src = _group_photos(face_chips, tmp_path / "groups")
     local = _predict(src, tmp_path / "local", ClusterConfig())
-    on_ray = _predict(src, tmp_path / "ray")
+    on_ray = _predict(src, tmp_path / "ray", SPLIT)
     assert_same_run(tmp_path / "local", tmp_path / "ray")
     assert on_ray["counts"]["faces"] == local["counts"]["faces"] >= 9
     assert on_ray["counts"]["images_failed"] == 1
@@ -142,15 +150,23 @@ def test_eval_on_ray_scores_what_local_scores(faults: Path, shared_faces: Path, 
     assert on_ray.summary["execution"]["executor"] == "ray"
 
 
-@pytest.mark.parametrize("stage", ["infer", "prepare"])
+@pytest.mark.parametrize(
+    ("stage", "cluster"), [("infer", SPLIT), ("prepare", SPLIT), ("infer", RAY)]
+)
 def test_a_worker_killed_mid_run_is_retried_no_image_lost_or_written_twice(
-    stage: str, faults: Path, shared_faces: Path, chips_reference: Path, tmp_path: Path
+    stage: str,
+    cluster: ClusterConfig,
+    faults: Path,
+    shared_faces: Path,
+    chips_reference: Path,
+    tmp_path: Path,
 ):
     (faults / f"{stage}.arm").write_text("3")  # the first worker to reach its 3rd batch dies
     done: list[int] = []
     summary = _predict(
         shared_faces,
         tmp_path / "ray",
+        cluster,
         faces="none",
         execution=SMALL,
         progress=lambda event, amount: done.append(amount) if event == "advance" else None,

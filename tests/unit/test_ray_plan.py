@@ -15,17 +15,24 @@ from agebench.runner.ray_executor import RAY_MISSING, import_ray, plan_resources
 RAY = ClusterConfig(executor="ray")
 
 
-def test_cpu_cluster_one_actor_per_node_and_the_rest_decode():
+def test_cpu_cluster_fuses_the_stages_one_worker_per_cpu():
+    """No GPU: each worker decodes and runs the model, as each local thread does."""
     plan = plan_resources(RAY, "auto", nodes=1, cpus=2, gpus=0)
-    assert (plan.inference_actors, plan.gpus_per_actor, plan.prepare_workers) == (1, 0.0, 1)
-    plan = plan_resources(RAY, "auto", nodes=4, cpus=64, gpus=0)
-    assert (plan.inference_actors, plan.prepare_workers) == (4, 60)
+    assert (plan.fused, plan.prepare_workers, plan.inference_actors) == (True, 2, 0)
+    assert plan.describe()["stages"] == "fused"
+    plan = plan_resources(RAY, "auto", nodes=4, cpus=64, gpus=0, workers=10)
+    assert (plan.fused, plan.prepare_workers) == (True, 10)
+    halves = plan_resources(
+        ClusterConfig(executor="ray", cpus_per_worker=0.5), "cpu", nodes=1, cpus=1, gpus=0
+    )
+    assert halves.prepare_workers == 2
 
 
-def test_three_one_cpu_nodes_leave_a_worker_room():
-    """One actor per node would take every CPU and Ray Data would wait forever."""
-    plan = plan_resources(RAY, "auto", nodes=3, cpus=3, gpus=0)
-    assert (plan.inference_actors, plan.prepare_workers) == (2, 1)
+def test_asking_for_inference_actors_on_cpus_splits_the_stages():
+    cluster = ClusterConfig(executor="ray", inference_actors=1)
+    plan = plan_resources(cluster, "auto", nodes=3, cpus=3, gpus=0)
+    assert (plan.fused, plan.inference_actors, plan.prepare_workers) == (False, 1, 2)
+    assert plan.describe()["stages"] == "split"
 
 
 def test_gpu_cluster_one_actor_per_gpu_unless_the_device_is_cpu():
@@ -37,7 +44,7 @@ def test_gpu_cluster_one_actor_per_gpu_unless_the_device_is_cpu():
     )
     assert (halves.inference_actors, halves.gpus_per_actor) == (2, 0.5)
     on_cpu = plan_resources(RAY, "cpu", nodes=2, cpus=32, gpus=4)
-    assert on_cpu.gpus_per_actor == 0.0 and on_cpu.inference_actors == 2
+    assert on_cpu.fused and on_cpu.gpus_per_actor == 0.0 and on_cpu.prepare_workers == 32
 
 
 def test_options_win_and_workers_count_decoders():
@@ -51,6 +58,8 @@ def test_more_than_the_cluster_has_is_an_error_not_a_hang():
         plan_resources(
             ClusterConfig(executor="ray", inference_actors=2), "auto", nodes=1, cpus=2, gpus=0
         )
+    with pytest.raises(AgebenchError, match=r"3 worker\(s\) x 1 CPU need more"):
+        plan_resources(RAY, "auto", nodes=1, cpus=2, gpus=0, workers=3)
     with pytest.raises(AgebenchError, match="the Ray cluster has no GPU"):
         plan_resources(RAY, "cuda", nodes=1, cpus=8, gpus=0)
 
