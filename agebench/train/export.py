@@ -231,7 +231,7 @@ def _side_files(folder: Path, names: Sequence[str]) -> Iterator[None]:
         raise
 
 
-def _export_onnx(module: ExportedModel, spec: InputSpec, path: Path, output: str) -> None:
+def _export_onnx(module: nn.Module, spec: InputSpec, path: Path, output: str) -> None:
     """The TorchScript exporter every converter uses, dynamic batch, traced on one input of
     the source model's shape."""
     shape = (1, spec.channels, spec.height, spec.width)
@@ -345,17 +345,17 @@ def export_trained(
             tmp_prefix=".train",
         )
     assert result.report is not None  # a build always gates
-    variants = {
-        to: quantize_variant(
+    variants: dict[str, BuildResult] = {}
+    for to in quantize:
+        crops = calibration if to == "int8" else None
+        variants[to] = quantize_variant(
             result.spec,
             to,
-            calibration=calibration if to == "int8" else None,
-            calibration_source=None if calibration is None else "training crops",
+            calibration=crops,
+            calibration_source=None if crops is None else f"{len(crops)} training crops",
             faces_dir="auto" if gate_images is None else gate_images,
             home=home,
             force=force,
             on_stage=on_stage,
         )
-        for to in quantize
-    }
     return ExportResult(result.spec, result.report, variants)
