@@ -56,7 +56,9 @@ class TrainOptions:
     device: str = "cpu"
     freeze_backbone: bool = False
     augment: bool = True
-    channels_last: bool = False
+    #: NHWC memory for the convolutions: dlib-age-v1 on one CPU thread trains at about 145
+    #: images/s with it against 128 without (48 UTKFace chips, batch 16), the same weights
+    channels_last: bool = True
     #: CPU threads (None: every core this process may use)
     threads: int | None = None
     resume: bool = False
