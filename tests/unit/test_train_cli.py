@@ -135,3 +135,16 @@ def test_train_cli_on_a_small_fgnet(fgnet_subset: Path, tmp_path: Path, monkeypa
     assert resumed.exit_code == 0, resumed.output
     assert len(stub.calls) == 3  # every fold was done: nothing trained or exported again
     assert json.loads(resumed.stdout)["models"] == summary["models"]
+
+
+def test_agebench_train_is_the_api_call_even_after_its_package_is_imported(tmp_path: Path):
+    import agebench
+    import agebench.train.protocol  # sets agebench.train to the package
+
+    assert callable(agebench.train) and agebench.train.protocol.PROTOCOLS == ("kfold", "lopo")
+    with pytest.raises(ValueError, match="device"):
+        agebench.train(
+            "fgnet", tmp_path, backbone="dlib-age-v1", loss="dex", name="x", device="tpu"
+        )
+    with pytest.raises(agebench.AgebenchError, match="loss"):  # refused before any data is read
+        agebench.train("fgnet", tmp_path, backbone="dlib-age-v1", loss="nope", name="x")
