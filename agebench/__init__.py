@@ -7,6 +7,7 @@ The public Python API (see README, "Python API")::
     result = agebench.predict("photos/", "reports/run")     # agebench predict, as a call
     agebench.evaluate("utkface", "data/UTKFace-root")       # agebench eval
     agebench.compare(["run-a", "run-b"])                    # agebench compare
+    agebench.train("fgnet", "FGNET", backbone=..., loss="dex", name="mine")  # agebench train
     agebench.load_run("reports/run").to_pandas()            # any finished folder
     agebench.models.list(), agebench.benches.list()         # what is installed, as data
 
@@ -17,6 +18,7 @@ runtime (onnxruntime, torch, OpenCV), so a command line or a notebook starts at 
 from __future__ import annotations
 
 import importlib
+import types
 from typing import TYPE_CHECKING, Any
 
 from agebench.core.version import __version__
@@ -27,6 +29,7 @@ _EXPORTS: dict[str, str | None] = {
     "predict": "agebench.api",
     "evaluate": "agebench.api",
     "compare": "agebench.api",
+    "train": None,
     "AgeEstimator": "agebench.api",
     "Face": "agebench.api",
     "load_run": "agebench.api_results",
@@ -51,6 +54,7 @@ if TYPE_CHECKING:  # pragma: no cover - what type checkers and editors see
     from agebench.api import evaluate as evaluate
     from agebench.api import load as load
     from agebench.api import predict as predict
+    from agebench.api import train as train
     from agebench.api_results import CompareResult as CompareResult
     from agebench.api_results import EvalResult as EvalResult
     from agebench.api_results import ModelRef as ModelRef
@@ -58,6 +62,23 @@ if TYPE_CHECKING:  # pragma: no cover - what type checkers and editors see
     from agebench.api_results import TargetMetrics as TargetMetrics
     from agebench.api_results import load_run as load_run
     from agebench.core.errors import AgebenchError as AgebenchError
+
+
+class _TrainPackage(types.ModuleType):
+    """``agebench.train`` is both the training package and the API call ``agebench.train(...)``.
+
+    Importing a submodule sets the package as an attribute of its parent, so a function of
+    that name here would be replaced by the package as soon as anything imported
+    ``agebench.train.run``. The package itself is made callable instead: calling it is
+    :func:`agebench.api.train` (imported on the call, so ``import agebench`` stays light)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return importlib.import_module("agebench.api").train(*args, **kwargs)
+
+
+# the package imports nothing (no torch): making it callable here costs nothing at start-up
+_train_package = importlib.import_module("agebench.train")
+_train_package.__class__ = _TrainPackage
 
 
 def __getattr__(name: str) -> Any:

@@ -56,6 +56,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
     from agebench.models.manifest import ModelSpec
+    from agebench.train.run import TrainResult
 
 #: one image for :meth:`AgeEstimator.predict`: a file path, encoded bytes, a Pillow image or an
 #: RGB uint8 array of shape (H, W, 3)
@@ -490,6 +491,87 @@ def compare(
     return CompareResult.read(outcome.out.resolve(), outcome.comparison, outcome.reused)
 
 
+def train(
+    bench: str,
+    root: str | os.PathLike[str],
+    *,
+    backbone: str,
+    loss: str,
+    name: str,
+    protocol: str | None = None,
+    split: str | None = None,
+    labels: str | os.PathLike[str] | None = None,
+    columns: Mapping[str, str] | None = None,
+    options: Mapping[str, Any] | None = None,
+    faces: FacesMode | None = None,
+    folds: int = 5,
+    only_folds: Sequence[str] = (),
+    seed: int = 0,
+    like: str | None = None,
+    loss_options: Mapping[str, Any] | None = None,
+    epochs: int = 10,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    patience: int = 5,
+    device: str = "auto",
+    threads: int | None = None,
+    resume: bool = False,
+    freeze_backbone: bool = False,
+    quantize: Sequence[str] = (),
+    out_root: str | os.PathLike[str] = "reports",
+    progress: Progress | None = None,
+    on_epoch: Callable[[str, Any], None] | None = None,
+) -> TrainResult:
+    """``agebench train --bench BENCH --root ROOT --backbone MODEL --loss LOSS --name NAME``:
+    one model per fold of ``protocol`` (``kfold``/``lopo``; None: one model on ``split``),
+    each exported through the conversion gate and registered as ``NAME-fold{k}`` (``NAME``);
+    returns the run folder ``OUT_ROOT/train/NAME``, the model names and each fold's best
+    validation MAE. ``progress(event, amount)`` hears "total" and "advance" (batches);
+    ``on_epoch(fold, metrics)`` each finished epoch.
+    """
+    from agebench.train.run import TrainConfig, run_training
+
+    check_choice("faces", faces, (None, *FACES_MODES))
+    check_choice("device", device, ("auto", "cpu", "cuda"))
+    check_range("folds", folds, 2)
+    check_range("epochs", epochs, 1)
+    check_range("batch_size", batch_size, 1)
+    check_range("patience", patience, 1)
+    for variant in quantize:
+        check_choice("quantize", variant, ("fp16", "int8"))
+    config = TrainConfig(
+        bench=bench,
+        root=Path(root),
+        backbone=backbone,
+        loss=loss,
+        name=name,
+        protocol=protocol,
+        split=split,
+        labels=Path(labels) if labels is not None else None,
+        columns=dict(columns or {}),
+        options=dict(options or {}),
+        faces=faces,
+        folds=folds,
+        only_folds=tuple(only_folds),
+        like=like,
+        loss_options=dict(loss_options or {}),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        patience=patience,
+        seed=seed,
+        device=device,
+        threads=threads,
+        resume=resume,
+        freeze_backbone=freeze_backbone,
+        quantize=tuple(quantize),
+        out_root=Path(out_root),
+    )
+    return run_training(config, progress=progress, on_epoch=on_epoch)
+
+
 __all__ = [
     "AgeEstimator",
     "Face",
@@ -499,4 +581,5 @@ __all__ = [
     "evaluate",
     "load",
     "predict",
+    "train",
 ]

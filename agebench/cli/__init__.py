@@ -18,6 +18,7 @@ from agebench.cli.evaluate import eval_command
 from agebench.cli.export import export as export_command
 from agebench.cli.models import models as models_group
 from agebench.cli.predict import predict as predict_command
+from agebench.cli.train import train as train_command
 from agebench.core.version import __version__
 
 __all__ = ["main"]
@@ -50,6 +51,7 @@ for _command in (
     eval_command,
     bench_command,
     compare_command,
+    train_command,
     export_command,
 ):
     main.add_command(_command)

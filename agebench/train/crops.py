@@ -66,17 +66,20 @@ class CropSource:
         """eval's default when not given: the benchmark's, by its options."""
         return self.faces or self.bench.faces_for(self.options)
 
-    def key(self) -> str:
-        """The cache folder's name: a digest of everything that decides the pixels."""
-        fingerprint = data_fingerprint(
+    def fingerprint(self) -> str:
+        """The data's fingerprint (labels, images, folds), as runs record it."""
+        return data_fingerprint(
             self.bench,
             self.data,
             self.root,
             {"faces": self.faces_mode, "options": dict(self.options)},
         )
+
+    def key(self) -> str:
+        """The cache folder's name: a digest of everything that decides the pixels."""
         decided = {
             "schema": SCHEMA,
-            "data": fingerprint,
+            "data": self.fingerprint(),
             "faces": self.faces_mode,
             "detect": asdict(self._detect()),
             "crop": asdict(self.spec.crop),

@@ -92,6 +92,7 @@ def test_each_cli_module_imports_alone(module: str):
         "export",
         "models",
         "predict",
+        "train",
     ]
 
 
