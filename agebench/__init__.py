@@ -18,7 +18,6 @@ runtime (onnxruntime, torch, OpenCV), so a command line or a notebook starts at 
 from __future__ import annotations
 
 import importlib
-import types
 from typing import TYPE_CHECKING, Any
 
 from agebench.core.version import __version__
@@ -29,7 +28,7 @@ _EXPORTS: dict[str, str | None] = {
     "predict": "agebench.api",
     "evaluate": "agebench.api",
     "compare": "agebench.api",
-    "train": None,
+    "train": "agebench.api",
     "AgeEstimator": "agebench.api",
     "Face": "agebench.api",
     "load_run": "agebench.api_results",
@@ -62,23 +61,6 @@ if TYPE_CHECKING:  # pragma: no cover - what type checkers and editors see
     from agebench.api_results import TargetMetrics as TargetMetrics
     from agebench.api_results import load_run as load_run
     from agebench.core.errors import AgebenchError as AgebenchError
-
-
-class _TrainPackage(types.ModuleType):
-    """``agebench.train`` is both the training package and the API call ``agebench.train(...)``.
-
-    Importing a submodule sets the package as an attribute of its parent, so a function of
-    that name here would be replaced by the package as soon as anything imported
-    ``agebench.train.run``. The package itself is made callable instead: calling it is
-    :func:`agebench.api.train` (imported on the call, so ``import agebench`` stays light)."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return importlib.import_module("agebench.api").train(*args, **kwargs)
-
-
-# the package imports nothing (no torch): making it callable here costs nothing at start-up
-_train_package = importlib.import_module("agebench.train")
-_train_package.__class__ = _TrainPackage
 
 
 def __getattr__(name: str) -> Any:

@@ -35,12 +35,14 @@ from agebench.core.errors import AgebenchError
 from agebench.core.types import (
     FACES_MODES,
     PREDICT_FACES_MODES,
+    QUANTIZE_TARGETS,
     Backend,
     Device,
     Executor,
     FacesMode,
     Precision,
     PredictFacesMode,
+    QuantizeTarget,
     Tuning,
 )
 from agebench.models.catalog import DEFAULT_MODEL
@@ -56,7 +58,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
     from agebench.models.manifest import ModelSpec
-    from agebench.train.run import TrainResult
+    from agebench.training.run import TrainResult
 
 #: one image for :meth:`AgeEstimator.predict`: a file path, encoded bytes, a Pillow image or an
 #: RGB uint8 array of shape (H, W, 3)
@@ -518,7 +520,7 @@ def train(
     threads: int | None = None,
     resume: bool = False,
     freeze_backbone: bool = False,
-    quantize: Sequence[str] = (),
+    quantize: Sequence[QuantizeTarget] = (),
     out_root: str | os.PathLike[str] = "reports",
     progress: Progress | None = None,
     on_epoch: Callable[[str, Any], None] | None = None,
@@ -530,7 +532,7 @@ def train(
     validation MAE. ``progress(event, amount)`` hears "total" and "advance" (batches);
     ``on_epoch(fold, metrics)`` each finished epoch.
     """
-    from agebench.train.run import TrainConfig, run_training
+    from agebench.training.run import TrainConfig, run_training
 
     check_choice("faces", faces, (None, *FACES_MODES))
     check_choice("device", device, ("auto", "cpu", "cuda"))
@@ -539,7 +541,7 @@ def train(
     check_range("batch_size", batch_size, 1)
     check_range("patience", patience, 1)
     for variant in quantize:
-        check_choice("quantize", variant, ("fp16", "int8"))
+        check_choice("quantize", variant, QUANTIZE_TARGETS)
     config = TrainConfig(
         bench=bench,
         root=Path(root),

@@ -22,7 +22,7 @@ from agebench.cli.common import (
     results,
     shown,
 )
-from agebench.core.types import FacesMode
+from agebench.core.types import QUANTIZE_TARGETS, FacesMode, QuantizeTarget
 
 
 def _value(text: str) -> Any:
@@ -98,7 +98,7 @@ def _value(text: str) -> Any:
 @click.option(
     "--quantize",
     multiple=True,
-    type=click.Choice(("fp16", "int8")),
+    type=click.Choice(QUANTIZE_TARGETS),
     help="Also export and gate this variant (repeatable).",
 )
 @click.option(
@@ -132,7 +132,7 @@ def train(
     threads: int | None,
     resume: bool,
     freeze_backbone: bool,
-    quantize: tuple[str, ...],
+    quantize: tuple[QuantizeTarget, ...],
     out_root: Path,
     as_json: bool,
 ) -> None:

@@ -95,7 +95,7 @@ def normalise_crops(
 ) -> torch.Tensor:
     """(N, H, W, 3) float32 RGB pixels -> the graph's input, with the same float32 steps as
     ``Predictor.preprocess`` on the host: the one torch copy of them, for this engine and for
-    training (``agebench.train.backbone``), so a model trains on exactly what eval feeds it.
+    training (``agebench.training.backbone``), so a model trains on exactly what eval feeds it.
     ``mean``, ``inv_std`` and ``gray`` are the manifest's constants on ``x``'s device."""
     import torch
 

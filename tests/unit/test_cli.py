@@ -189,5 +189,5 @@ def test_eval_and_predict_are_calls_of_the_api(monkeypatch: pytest.MonkeyPatch, 
     args = ["predict", str(tmp_path), "--faces", "none", "--crop-margin", "0.4", "--overwrite"]
     result = CliRunner().invoke(main, args)
     assert isinstance(result.exception, _Called), result.output
-    assert seen["args"] == (tmp_path, None)  # the API derives the folder from the input
+    assert seen["args"] == (str(tmp_path), None)  # a path or a URI; the API derives the out
     assert (seen["faces"], seen["crop_margin"], seen["resume"]) == ("none", 0.4, False)

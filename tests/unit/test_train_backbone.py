@@ -17,7 +17,7 @@ from agebench.core.config import ExecutionConfig
 from agebench.core.errors import AgebenchError
 from agebench.models.catalog import resolve_model
 from agebench.runner.pipeline import PredictStack
-from agebench.train.backbone import describe, find_cut, load_backbone
+from agebench.training.backbone import describe, find_cut, load_backbone
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ FGNET.zip layout): 3 subject-disjoint folds, one frozen-backbone epoch each, eve
 to the export step with what it was trained on, the run folder written, a rerun refused and
 ``--resume`` finishing without training again.
 
-The export step (``agebench.train.export``, ONNX + gate + registration) is replaced by a stub
+The export step (``agebench.training.export``, ONNX + gate + registration) is replaced by a stub
 that records its calls: this test covers everything up to it.
 """
 
@@ -20,9 +20,9 @@ import torch
 from click.testing import CliRunner
 
 from agebench.cli import main
-from agebench.train import run as run_module
-from agebench.train.backbone import Backbone
-from agebench.train.heads import Head
+from agebench.training import run as run_module
+from agebench.training.backbone import Backbone
+from agebench.training.heads import Head
 from tests.fixtures.tiny_models import REPO
 
 SHARED_FGNET = Path(os.environ.get("AGEBENCH_TEST_FGNET") or REPO.parent / "shared" / "fgnet")
@@ -137,11 +137,11 @@ def test_train_cli_on_a_small_fgnet(fgnet_subset: Path, tmp_path: Path, monkeypa
     assert json.loads(resumed.stdout)["models"] == summary["models"]
 
 
-def test_agebench_train_is_the_api_call_even_after_its_package_is_imported(tmp_path: Path):
+def test_agebench_train_is_the_api_call_beside_the_training_package(tmp_path: Path):
     import agebench
-    import agebench.train.protocol  # sets agebench.train to the package
+    import agebench.training.protocol  # the package is agebench.training, not agebench.train
 
-    assert callable(agebench.train) and agebench.train.protocol.PROTOCOLS == ("kfold", "lopo")
+    assert callable(agebench.train) and agebench.training.protocol.PROTOCOLS == ("kfold", "lopo")
     with pytest.raises(ValueError, match="device"):
         agebench.train(
             "fgnet", tmp_path, backbone="dlib-age-v1", loss="dex", name="x", device="tpu"

@@ -15,8 +15,8 @@ from agebench.core.config import ExecutionConfig
 from agebench.models.catalog import resolve_model
 from agebench.runner.config import DetectConfig
 from agebench.runner.pipeline import PredictStack
-from agebench.train import crops as crops_module
-from agebench.train.crops import CropSource, crop_cache
+from agebench.training import crops as crops_module
+from agebench.training.crops import CropSource, crop_cache
 from tests.fixtures.tiny_models import REPO
 
 SHARED_FGNET = Path(os.environ.get("AGEBENCH_TEST_FGNET") or REPO.parent / "shared" / "fgnet")

@@ -17,11 +17,11 @@ from agebench.core.errors import AgebenchError
 from agebench.findings import eval_findings
 from agebench.models.catalog import resolve_model
 from agebench.runner.stack import build_predictor
-from agebench.train import export as export_module
-from agebench.train.backbone import Backbone, load_backbone
-from agebench.train.export import FRAMEWORK, export_trained, exported_module
-from agebench.train.heads import CoralHead, CornHead, Head, PrototypeHead, RegressionHead
-from agebench.train.losses import build_loss, loss_names
+from agebench.training import export as export_module
+from agebench.training.backbone import Backbone, load_backbone
+from agebench.training.export import FRAMEWORK, export_trained, exported_module
+from agebench.training.heads import CoralHead, CornHead, Head, PrototypeHead, RegressionHead
+from agebench.training.losses import build_loss, loss_names
 
 LOSSES = ("dex", "mean-variance", "coral", "corn", "regression", "prototype")
 TRAINING = {

@@ -12,8 +12,8 @@ import torch
 
 from agebench.core.errors import AgebenchError
 from agebench.models.decoders import build_decoder
-from agebench.train.heads import Head
-from agebench.train.losses import LOSSES, TrainLoss, build_loss
+from agebench.training.heads import Head
+from agebench.training.losses import LOSSES, TrainLoss, build_loss
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
 

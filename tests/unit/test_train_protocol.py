@@ -12,7 +12,7 @@ import pytest
 from agebench.benchmarks.registry import get_benchmark
 from agebench.benchmarks.spec import LoadOptions, Record
 from agebench.core.errors import AgebenchError
-from agebench.train.protocol import Fold, assign_folds, carve_validation, plan_folds
+from agebench.training.protocol import Fold, assign_folds, carve_validation, plan_folds
 from tests.fixtures.tiny_models import REPO
 
 SHARED_FGNET = Path(os.environ.get("AGEBENCH_TEST_FGNET") or REPO.parent / "shared" / "fgnet")

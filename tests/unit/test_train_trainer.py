@@ -13,10 +13,10 @@ import torch
 from agebench.benchmarks.registry import get_benchmark
 from agebench.benchmarks.spec import LoadOptions
 from agebench.models.catalog import resolve_model
-from agebench.train.backbone import load_backbone
-from agebench.train.crops import CropCache, CropSource, crop_cache
-from agebench.train.losses import build_loss
-from agebench.train.trainer import CHECKPOINT, EpochMetrics, Trainer, TrainOptions, augment
+from agebench.training.backbone import load_backbone
+from agebench.training.crops import CropCache, CropSource, crop_cache
+from agebench.training.losses import build_loss
+from agebench.training.trainer import CHECKPOINT, EpochMetrics, Trainer, TrainOptions, augment
 
 
 @pytest.fixture(scope="module")

@@ -33,9 +33,9 @@ from torch import nn
 from agebench.core.atomic import write_file_atomic
 from agebench.core.errors import AgebenchError
 from agebench.models.decoders import Decoder, build_decoder
-from agebench.train.backbone import Backbone
-from agebench.train.heads import Head
-from agebench.train.losses import TrainLoss
+from agebench.training.backbone import Backbone
+from agebench.training.heads import Head
+from agebench.training.losses import TrainLoss
 
 CHECKPOINT = "last.pt"
 Progress = Callable[[str, int], None]

@@ -35,8 +35,8 @@ from torch import nn
 from agebench.build.convert.torch_export import export_torchscript
 from agebench.build.convert.torch_module import DEFAULT_OPSET
 from agebench.core.errors import AgebenchError
-from agebench.train.backbone import TORCH_PREFIX, Backbone
-from agebench.train.heads import DecoderSection, Head, PrototypeHead, RegressionHead
+from agebench.training.backbone import TORCH_PREFIX, Backbone
+from agebench.training.heads import DecoderSection, Head, PrototypeHead, RegressionHead
 
 if TYPE_CHECKING:
     from agebench.build.convert import Conversion

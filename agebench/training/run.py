@@ -15,7 +15,6 @@ continues from each fold's last checkpoint and skips the folds already exported.
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -30,22 +29,22 @@ from agebench.benchmarks.spec import LoadOptions
 from agebench.core.atomic import read_json, write_json_atomic, write_lines_atomic
 from agebench.core.config import ExecutionConfig
 from agebench.core.errors import AgebenchError
-from agebench.core.types import FacesMode
+from agebench.core.types import FacesMode, QuantizeTarget
 from agebench.models.catalog import resolve_model
-from agebench.train.backbone import Backbone, describe, load_backbone
-from agebench.train.crops import CropCache, CropSource, crop_cache
-from agebench.train.heads import Head
-from agebench.train.losses import build_loss
-from agebench.train.protocol import Fold, native_protocol, plan_folds
-from agebench.train.report import write_train_report
-from agebench.train.trainer import EpochMetrics, Trainer, TrainOptions
+from agebench.training.backbone import Backbone, describe, load_backbone
+from agebench.training.crops import CropCache, CropSource, crop_cache
+from agebench.training.heads import Head
+from agebench.training.losses import build_loss
+from agebench.training.protocol import Fold, native_protocol, plan_folds
+from agebench.training.report import write_train_report
+from agebench.training.trainer import EpochMetrics, Trainer, TrainOptions
 
 Progress = Callable[[str, int], None]
 EpochCallback = Callable[[str, EpochMetrics], None]
 
 
 class Exporter(Protocol):
-    """``agebench.train.export.export_trained``'s signature."""
+    """``agebench.training.export.export_trained``'s signature."""
 
     def __call__(
         self,
@@ -53,22 +52,17 @@ class Exporter(Protocol):
         head: Head,
         *,
         name: str,
-        training: dict[str, Any],
+        training: Mapping[str, Any],
         home: Path | None = None,
-        quantize: Sequence[str] = (),
+        quantize: Sequence[QuantizeTarget] = (),
     ) -> Any: ...
 
 
 def default_exporter() -> Exporter:
-    """The export step (ONNX, conversion gate, registration); looked up when a fold is done."""
-    try:
-        module = importlib.import_module("agebench.train.export")
-    except ModuleNotFoundError:
-        raise AgebenchError(
-            "this agebench has no training export (agebench.train.export)"
-        ) from None
-    exporter: Exporter = module.export_trained
-    return exporter
+    """The export step: ONNX, the conversion gate, registration."""
+    from agebench.training.export import export_trained
+
+    return export_trained
 
 
 @dataclass(frozen=True)
@@ -102,7 +96,7 @@ class TrainConfig:
     threads: int | None = None
     resume: bool = False
     freeze_backbone: bool = False
-    quantize: tuple[str, ...] = ()
+    quantize: tuple[QuantizeTarget, ...] = ()
     out_root: Path = Path("reports")
     home: Path | None = None
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from agebench.core.errors import AgebenchError
 from agebench.core.registry import Registry
-from agebench.train.heads import (
+from agebench.training.heads import (
     BinsHead,
     CoralHead,
     CornHead,
