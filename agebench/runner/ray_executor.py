@@ -21,6 +21,7 @@ written twice, and an interrupted driver resumes from the records written.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -32,6 +33,7 @@ from agebench.core.config import ClusterConfig
 from agebench.core.errors import AgebenchError
 from agebench.runner.faces import Job, PreparedImage
 from agebench.runner.ray_workers import (
+    ENGINE,
     ITEM,
     JOB,
     InferenceActor,
@@ -217,6 +219,8 @@ class RayRunner:
         self.chunk_size = min(self.batch_size, DETECT_CHUNK) if detecting else self.batch_size
         self.bundle = self.ray.put(ModelBundle.of(stack.spec))
         self.first_result_seconds: float | None = None
+        #: what ran the graph in the actors, from their first result (None: no result yet)
+        self.engine: dict[str, Any] | None = None
         self._first_images = self._images = 0
         self._last_result_seconds = 0.0
         self._quiet()
@@ -232,7 +236,16 @@ class RayRunner:
         logging.getLogger("ray.data").setLevel(logging.ERROR)
 
     def describe(self) -> dict[str, Any]:
+        engine = (
+            {}
+            if self.engine is None
+            else {
+                "onnx_provider": self.engine.get("provider"),
+                "engine": self.engine,
+            }
+        )
         return {
+            **engine,
             "executor": "ray",
             "batch_size": self.batch_size,
             "chunk_images": self.chunk_size,
@@ -303,6 +316,8 @@ class RayRunner:
         for window in chunked(jobs, self.cluster.window):
             for batch in self._dataset(window).iter_batches(batch_size=None, batch_format="numpy"):
                 items = unpickle(batch[ITEM])
+                if self.engine is None and len(batch[ENGINE]):
+                    self.engine = json.loads(batch[ENGINE][0])
                 now = time.perf_counter() - started
                 if self.first_result_seconds is None:
                     self.first_result_seconds = now

@@ -16,6 +16,7 @@ This module imports Ray only inside functions: it is loaded on the workers, wher
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import tempfile
@@ -36,6 +37,8 @@ from agebench.runner.stages import ModelStage
 #: the column each stage reads and writes
 JOB = "job"
 ITEM = "item"
+#: beside each result: what ran the graph in its actor (provider, settings), as JSON
+ENGINE = "engine"
 
 #: test hook: a folder where a file ``<stage>.arm`` holding n makes the first ``prepare`` or
 #: ``infer`` worker to reach its n-th batch exit hard (the file becomes ``<stage>.fired``), so
@@ -127,6 +130,14 @@ class InferenceActor:
         self.lanes = max(1, predictor.lanes)
         self.pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="agebench-infer")
         self.batches = 0
+        self.engine = json.dumps(predictor.execution, sort_keys=True)
+
+    def results(self, items: list[PreparedImage]) -> dict[str, Any]:
+        """The output batch: the images, and the engine that scored them (the driver's own
+        model may run elsewhere: a CPU driver of a GPU cluster)."""
+        engine = np.empty(len(items), dtype=object)
+        engine[:] = self.engine
+        return {ITEM: pickles(items), ENGINE: engine}
 
     def _run(self, items: list[PreparedImage]) -> list[PreparedImage]:
         return self.stage.infer(self.stage.pack(items)).items
@@ -141,7 +152,7 @@ class InferenceActor:
         return [item for part in self.pool.map(self._run, parts) for item in part]
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return {ITEM: pickles(self.infer(unpickle(batch[ITEM])))}
+        return self.results(self.infer(unpickle(batch[ITEM])))
 
 
 class PredictWorker:
@@ -160,7 +171,7 @@ class PredictWorker:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         items = self.preparing.prepare(unpickle(batch[JOB]))
-        return {ITEM: pickles(self.inferring.infer(items))}
+        return self.inferring.results(self.inferring.infer(items))
 
 
 def _maybe_fail(stage: str, batch: int) -> None:

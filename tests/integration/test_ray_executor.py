@@ -107,6 +107,9 @@ def test_predict_on_ray_is_the_local_run_record_for_record(
     execution = summary["execution"]
     assert execution["executor"] == "ray" and execution["ray"]["stages"] == stages
     assert execution["ray"]["nodes"] == 1 and execution["ray"]["cluster_cpus"] == 2
+    # the engine is the actors', not the driver's: a fused worker runs one thread on one CPU
+    lanes = (execution["engine"]["lanes"], execution["engine"]["intra_op_threads"])
+    assert lanes == (1, 1) if stages == "fused" else lanes[0] >= 1
     assert execution["ray"]["startup_seconds"] == 0.0  # joined the module's instance
     assert summary["counts"]["images_ok"] == 48
 
