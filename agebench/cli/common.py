@@ -200,8 +200,16 @@ def execution_options(fn: F) -> F:
         execution = ExecutionConfig(**{name: kwargs.pop(name) for name in EXECUTION_FIELDS})
         return fn(*args, execution=execution, **kwargs)
 
-    defaults = ExecutionConfig()
-    options = [
+    return _with_options(
+        cast(F, with_execution), _config_options(ExecutionConfig(), _EXECUTION_OPTIONS)
+    )
+
+
+def _config_options(
+    defaults: object, table: Sequence[tuple[str, click.ParamType, str]]
+) -> list[Callable[[Any], Any]]:
+    """One click option per (field, type, help) row, its default the config's own."""
+    return [
         click.option(
             "--" + name.replace("_", "-"),
             type=kind,
@@ -209,9 +217,8 @@ def execution_options(fn: F) -> F:
             show_default=getattr(defaults, name) is not None,
             help=text,
         )
-        for name, kind, text in _EXECUTION_OPTIONS
+        for name, kind, text in table
     ]
-    return _with_options(cast(F, with_execution), options)
 
 
 #: the executor options, in ``--help`` order: (``ClusterConfig`` field, click type, help)
@@ -263,17 +270,7 @@ def cluster_options(fn: F) -> F:
         return fn(*args, cluster=ClusterConfig(**values), **kwargs)
 
     defaults = ClusterConfig()
-    options = [
-        click.option(
-            "--" + name.replace("_", "-"),
-            type=kind,
-            default=getattr(defaults, name),
-            show_default=getattr(defaults, name) is not None,
-            help=text,
-        )
-        for name, kind, text in _CLUSTER_OPTIONS
-    ]
-    return _with_options(cast(F, with_cluster), options)
+    return _with_options(cast(F, with_cluster), _config_options(defaults, _CLUSTER_OPTIONS))
 
 
 def _with_options(fn: F, options: Sequence[Callable[[Any], Any]]) -> F:

@@ -147,17 +147,7 @@ def plan_resources(
                 f"--executor ray: {fused} worker(s) x {cluster.cpus_per_worker:g} CPU need more "
                 f"than the cluster has ({cpus:g} CPUs); lower --workers or --cpus-per-worker"
             )
-        return ResourcePlan(
-            nodes=nodes,
-            cpus=cpus,
-            gpus=gpus,
-            prepare_workers=fused,
-            cpus_per_worker=cluster.cpus_per_worker,
-            inference_actors=0,
-            gpus_per_actor=0.0,
-            cpus_per_actor=0.0,
-            fused=True,
-        )
+        return ResourcePlan(nodes, cpus, gpus, fused, cluster.cpus_per_worker, 0, 0.0, 0.0, True)
     if cluster.inference_actors is not None:
         actors = cluster.inference_actors
     else:
@@ -175,14 +165,7 @@ def plan_resources(
             "--workers or --cpus-per-worker"
         )
     return ResourcePlan(
-        nodes=nodes,
-        cpus=cpus,
-        gpus=gpus,
-        prepare_workers=prepare,
-        cpus_per_worker=cluster.cpus_per_worker,
-        inference_actors=actors,
-        gpus_per_actor=gpus_per_actor,
-        cpus_per_actor=cpus_per_actor,
+        nodes, cpus, gpus, prepare, cluster.cpus_per_worker, actors, gpus_per_actor, cpus_per_actor
     )
 
 
