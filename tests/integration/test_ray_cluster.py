@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import agebench
-from tests.integration.test_ray_executor import assert_same_run
+from tests.integration.test_ray_executor import _group_photos, assert_same_run
 
 ray = pytest.importorskip("ray", reason="the ray extra (scripts/setup.sh installs it)")
 cluster_utils = pytest.importorskip("ray.cluster_utils")
@@ -33,6 +33,17 @@ def address() -> Iterator[str]:
     yield cluster.address
     ray.shutdown()
     cluster.shutdown()
+
+
+def test_detection_on_three_nodes(address: str, face_chips: list[Path], tmp_path: Path):
+    """Composed multi-face photos, faces found by MTCNN on the workers of every node."""
+    src = _group_photos(face_chips, tmp_path / "groups")
+    local = agebench.predict(src, tmp_path / "local")
+    on_cluster = agebench.predict(
+        src, tmp_path / "cluster", executor="ray", ray_address=address, batch_size=2
+    )
+    assert_same_run(tmp_path / "local", tmp_path / "cluster")
+    assert on_cluster.summary["counts"]["faces"] == local.summary["counts"]["faces"] >= 9
 
 
 def test_predict_and_eval_on_three_nodes(address: str, shared_faces: Path, tmp_path: Path):
