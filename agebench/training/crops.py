@@ -40,7 +40,7 @@ from agebench.runner.config import DetectConfig
 from agebench.runner.faces import Job, PreparedImage
 from agebench.runner.fingerprint import data_fingerprint
 from agebench.runner.partial import record_key
-from agebench.runner.pipeline import PredictStack
+from agebench.runner.stack import PredictStack
 
 SCHEMA = "agebench.train-crops/1"
 CROPS_FILE = "crops.npy"

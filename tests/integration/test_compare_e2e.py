@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from agebench.cli import main
 from agebench.models.catalog import DEFAULT_MODEL, resolve_model
-from agebench.runner import pipeline
+from agebench.runner import stack
 from agebench.runner.compare import run_compare
 from agebench.runner.evaluate import EvalConfig, run_eval
 from tests.fixtures.tiny_models import write_manifest
@@ -79,7 +79,7 @@ def test_two_models_compared_then_reused_without_inference(
     assert (out / "report.html").is_file() and (out / "report.md").is_file()
 
     # the same compare again: both evals are reused, no model is even loaded
-    monkeypatch.setattr(pipeline, "Predictor", _no_inference)
+    monkeypatch.setattr(stack, "Predictor", _no_inference)
     second = CliRunner().invoke(main, args)
     assert second.exit_code == 0, second.output
     assert f"reused: {DEFAULT_MODEL}" in second.output and "reused: tiny-age" in second.output

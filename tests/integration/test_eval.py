@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from agebench.cli import main
 from agebench.core.config import ExecutionConfig
-from agebench.runner import pipeline
+from agebench.runner import stack
 from agebench.runner.evaluate import EvalConfig, run_eval
 from tests.conftest import chip_age
 
@@ -56,7 +56,7 @@ def test_utkface_layout_scores_match_independent_recomputation(
     def no_inference(*args, **kwargs):
         raise AssertionError("a rerun must not run the model")
 
-    monkeypatch.setattr(pipeline, "Predictor", no_inference)
+    monkeypatch.setattr(stack, "Predictor", no_inference)
     second = run_eval(config)
     assert second.reused and second.out == first.out
     assert second.summary["metrics"] == summary["metrics"]

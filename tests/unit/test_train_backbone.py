@@ -16,7 +16,7 @@ from agebench.benchmarks.registry import get_benchmark
 from agebench.core.config import ExecutionConfig
 from agebench.core.errors import AgebenchError
 from agebench.models.catalog import resolve_model
-from agebench.runner.pipeline import PredictStack
+from agebench.runner.stack import PredictStack
 from agebench.training.backbone import describe, find_cut, load_backbone
 
 

@@ -14,7 +14,7 @@ from agebench.benchmarks.spec import LoadOptions
 from agebench.core.config import ExecutionConfig
 from agebench.models.catalog import resolve_model
 from agebench.runner.config import DetectConfig
-from agebench.runner.pipeline import PredictStack
+from agebench.runner.stack import PredictStack
 from agebench.training import crops as crops_module
 from agebench.training.crops import CropSource, crop_cache
 from tests.fixtures.tiny_models import REPO
