@@ -25,17 +25,18 @@ from typing import Any, Protocol
 import torch
 
 from agebench.benchmarks.registry import get_benchmark
-from agebench.benchmarks.spec import LoadOptions
+from agebench.benchmarks.spec import BenchmarkData, LoadOptions, Record
 from agebench.core.atomic import read_json, write_json_atomic, write_lines_atomic
 from agebench.core.config import ExecutionConfig
 from agebench.core.errors import AgebenchError
 from agebench.core.types import FacesMode, QuantizeTarget
+from agebench.findings import fold_images_digest
 from agebench.models.catalog import resolve_model
 from agebench.training.backbone import Backbone, describe, load_backbone
 from agebench.training.crops import CropCache, CropSource, crop_cache
 from agebench.training.heads import Head
 from agebench.training.losses import build_loss
-from agebench.training.protocol import Fold, native_protocol, plan_folds
+from agebench.training.protocol import Fold, plan_folds
 from agebench.training.report import write_train_report
 from agebench.training.trainer import EpochMetrics, Trainer, TrainOptions
 
@@ -136,6 +137,24 @@ class TrainResult:
     summary: dict[str, Any]
 
 
+def training_data(config: TrainConfig) -> BenchmarkData:
+    """The benchmark's records with the folds it deals under ``--protocol`` (its own
+    protocol's or a generic one's): the very folds ``agebench eval`` reads with the same
+    options, so that ``--model NAME-fold{fold}`` scores each fold by its own model."""
+    return get_benchmark(config.bench).load(
+        LoadOptions(
+            root=config.root,
+            split=config.split,
+            protocol=config.protocol,
+            labels=config.labels,
+            columns=dict(config.columns),
+            folds=config.folds,
+            seed=config.seed,
+            options=dict(config.options),
+        )
+    )
+
+
 def _device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -176,28 +195,15 @@ class TrainRun:
         self._check_folder()
         build_loss(cfg.loss, **cfg.loss_options)  # a bad loss fails before any work
         bench = get_benchmark(cfg.bench)
-        native = native_protocol(bench, cfg.protocol)
-        data = bench.load(
-            LoadOptions(
-                root=cfg.root,
-                split=cfg.split,
-                protocol=cfg.protocol if native else None,
-                labels=cfg.labels,
-                columns=dict(cfg.columns),
-                folds=cfg.folds,
-                seed=cfg.seed,
-                options=dict(cfg.options),
-            )
-        )
+        data = training_data(cfg)
         backbone = load_backbone(cfg.backbone, like=cfg.like)
         spec = resolve_model(cfg.like if cfg.like else cfg.backbone)
         source = CropSource(bench, data, cfg.root, spec, cfg.faces, dict(cfg.options))
         cache = crop_cache(source, execution=ExecutionConfig(device="cpu"))
-        plan, fold_source = plan_folds(
-            bench,
+        plan = plan_folds(
+            bench.name,
             data.records,
             protocol=cfg.protocol,
-            folds=cfg.folds,
             seed=cfg.seed,
             usable=cache.usable,
             only=cfg.only_folds,
@@ -209,7 +215,6 @@ class TrainRun:
             "protocol": cfg.protocol,
             "split": data.split,
             "folds": cfg.folds if cfg.protocol == "kfold" else None,
-            "fold_source": fold_source,
             "seed": cfg.seed,
             "loss": cfg.loss,
             "loss_options": json_ready(cfg.loss_options),
@@ -246,7 +251,16 @@ class TrainRun:
         )
         relay = _relay(progress, plan, cfg)
         results = [
-            self._fold(fold, plan, backbone, cache, options, training, relay, on_epoch)
+            self._fold(
+                fold,
+                plan,
+                backbone,
+                cache,
+                options,
+                {**training, "test_images": _test_images(data.records, fold.name)},
+                relay,
+                on_epoch,
+            )
             for fold in plan
         ]
         return self._finish(results, training)
@@ -337,7 +351,7 @@ class TrainRun:
             "training": training,
             "folds": results,
             "models": [r["model"] for r in results],
-            "evaluate": _eval_commands(scope, results, training["fold_source"], cfg.name),
+            "evaluate": _eval_commands(scope, results, cfg.protocol is not None, cfg.name),
             "note": (
                 "the test folds are not scored here: agebench eval scores them, each fold's "
                 "records by the model that never saw them ('--model NAME-fold{fold}')"
@@ -357,13 +371,20 @@ class TrainRun:
         )
 
 
+def _test_images(records: Sequence[Record], fold: str | None) -> str | None:
+    """The digest of a fold's images (every record of it, usable or not: eval scores them
+    all), by which eval's findings know the images a model is scored on are its test fold."""
+    if fold is None:
+        return None
+    return fold_images_digest(r.image for r in records if r.fold == fold)
+
+
 def _eval_commands(
-    scope: list[str], results: list[dict[str, Any]], fold_source: str, name: str
+    scope: list[str], results: list[dict[str, Any]], per_fold: bool, name: str
 ) -> list[str]:
-    """The eval commands that score the test folds: one over every fold (eval's ``{fold}``
-    picks each fold's model) when the benchmark deals the folds itself, else one per model
-    (its test fold is then in its ``split.json``)."""
-    if fold_source == "benchmark":
+    """The eval commands that score the test folds: one over every fold (eval deals the same
+    folds, and its ``{fold}`` picks each fold's model), else one per model."""
+    if per_fold:
         return [f"agebench eval {' '.join(scope)} --model {name}-fold{{fold}}"]
     return [f"agebench eval {' '.join(scope[:2])} --model {r['model']}" for r in results]
 
