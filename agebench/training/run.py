@@ -18,21 +18,24 @@ import copy
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
 from agebench.benchmarks.registry import get_benchmark
-from agebench.benchmarks.spec import BenchmarkData, LoadOptions, Record
+from agebench.benchmarks.spec import Record
 from agebench.core.atomic import read_json, write_json_atomic, write_lines_atomic
 from agebench.core.config import ExecutionConfig
 from agebench.core.errors import AgebenchError
-from agebench.core.types import FacesMode, QuantizeTarget
+from agebench.core.types import QuantizeTarget
 from agebench.findings import fold_images_digest
 from agebench.models.catalog import resolve_model
+from agebench.runner import sink
+from agebench.runner.ownership import RunIdentity, claim, owned_folder
 from agebench.training.backbone import Backbone, describe, load_backbone
+from agebench.training.config import TrainConfig, TrainResult, json_ready, training_data
 from agebench.training.crops import CropCache, CropSource, crop_cache
 from agebench.training.heads import Head
 from agebench.training.losses import build_loss
@@ -66,95 +69,6 @@ def default_exporter() -> Exporter:
     return export_trained
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything ``agebench train`` was asked; ``config.json`` records it."""
-
-    bench: str
-    root: Path
-    backbone: str
-    loss: str
-    name: str
-    protocol: str | None = None
-    split: str | None = None
-    labels: Path | None = None
-    columns: Mapping[str, str] = field(default_factory=dict)
-    options: Mapping[str, Any] = field(default_factory=dict)
-    faces: FacesMode | None = None
-    folds: int = 5
-    #: train only these folds (labels); all when empty
-    only_folds: tuple[str, ...] = ()
-    #: a torch factory backbone's input and crop policy: this registered model's
-    like: str | None = None
-    loss_options: Mapping[str, Any] = field(default_factory=dict)
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    patience: int = 5
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
-    resume: bool = False
-    freeze_backbone: bool = False
-    quantize: tuple[QuantizeTarget, ...] = ()
-    out_root: Path = Path("reports")
-    home: Path | None = None
-
-    @property
-    def out(self) -> Path:
-        return self.out_root / "train" / self.name
-
-    def as_json(self) -> dict[str, Any]:
-        """The settings that decide the result (``resume`` and where outputs go do not)."""
-        skip = {"resume", "out_root", "home", "threads"}
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
-        return json_ready(out)
-
-
-def json_ready(value: Any) -> Any:
-    """Paths as strings, mappings as dicts, tuples as lists, dataclasses as their fields."""
-    if is_dataclass(value) and not isinstance(value, type):
-        return json_ready(asdict(value))
-    if isinstance(value, Mapping):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_ready(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    out: Path
-    #: the registered model names, one per fold
-    models: list[str]
-    #: fold label ("all" without a protocol) -> best validation MAE
-    best_val_mae: dict[str, float]
-    summary: dict[str, Any]
-
-
-def training_data(config: TrainConfig) -> BenchmarkData:
-    """The benchmark's records with the folds it deals under ``--protocol`` (its own
-    protocol's or a generic one's): the very folds ``agebench eval`` reads with the same
-    options, so that ``--model NAME-fold{fold}`` scores each fold by its own model."""
-    return get_benchmark(config.bench).load(
-        LoadOptions(
-            root=config.root,
-            split=config.split,
-            protocol=config.protocol,
-            labels=config.labels,
-            columns=dict(config.columns),
-            folds=config.folds,
-            seed=config.seed,
-            options=dict(config.options),
-        )
-    )
-
-
 def _device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -171,29 +85,43 @@ class TrainRun:
         self.exporter = exporter
         self.device = _device(config.device)
 
-    def _check_folder(self) -> None:
-        """A run folder belongs to one configuration: resumed, never silently mixed."""
-        recorded = read_json(self.config.out / "config.json")
-        if recorded is None:
-            return
-        if not self.config.resume:
+    def _claim(self) -> None:
+        """A run folder belongs to one configuration: resumed, never silently mixed. Called
+        with the folder held; writes the run's identity (``run.json``) before any work."""
+        cfg = self.config
+        recorded = read_json(cfg.out / "config.json")
+        run_file = cfg.out / sink.RUN_FILE
+        if (recorded is not None or run_file.exists()) and not cfg.resume:
             raise AgebenchError(
-                f"{self.config.out}: a training run of this name exists (--resume continues it, "
+                f"{cfg.out}: a training run of this name exists (--resume continues it, "
                 "or choose another --name)"
             )
-        if recorded.get("config") != self.config.as_json():
-            raise AgebenchError(
-                f"{self.config.out}: --resume with other settings than the run's config.json"
+        if isinstance(recorded, dict) and not run_file.exists():  # a folder from before run.json
+            write_json_atomic(
+                run_file, RunIdentity("train", {"config": recorded.get("config")}).as_json()
             )
+        claim(
+            cfg.out,
+            RunIdentity("train", {"config": cfg.as_json()}),
+            resume=True,
+            hint="--resume continues a run with its own settings; choose another --name",
+        )
 
     def run(
         self, *, progress: Progress | None = None, on_epoch: EpochCallback | None = None
     ) -> TrainResult:
+        """Hold the run folder for the whole run (a second run of this name is refused, naming
+        the first), then train, export and write every fold."""
         cfg = self.config
         if cfg.epochs < 1 or cfg.batch_size < 1:
             raise AgebenchError("--epochs and --batch-size must be at least 1")
-        self._check_folder()
         build_loss(cfg.loss, **cfg.loss_options)  # a bad loss fails before any work
+        with owned_folder(cfg.out):
+            self._claim()
+            return self._run(progress, on_epoch)
+
+    def _run(self, progress: Progress | None, on_epoch: EpochCallback | None) -> TrainResult:
+        cfg = self.config
         bench = get_benchmark(cfg.bench)
         data = training_data(cfg)
         backbone = load_backbone(cfg.backbone, like=cfg.like)

@@ -64,9 +64,7 @@ def test_a_model_on_its_training_folds_is_trained_on_benchmark():
     swapped["2"] = (family["2"], FOLDS["2"])
     assert _kinds(_summary(), swapped) == ["trained-on-benchmark"]
     # the whole benchmark by one fold's model (no per-fold family): trained on it
-    assert [f["kind"] for f in eval_findings(_summary(), [family["0"]])] == [
-        "trained-on-benchmark"
-    ]
+    assert [f["kind"] for f in eval_findings(_summary(), [family["0"]])] == ["trained-on-benchmark"]
 
 
 def test_another_split_seed_or_other_images_is_trained_on_benchmark():

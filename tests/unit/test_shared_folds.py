@@ -52,7 +52,7 @@ def test_generic_kfold_on_the_utkface_chips_is_seeded_and_lopo_needs_subjects():
     assert all(r.fold is None for r in load().records)  # its own protocol: no folds
     with pytest.raises(BenchmarkError, match="lopo needs a subject for every record"):
         load(protocol="lopo")
-    with pytest.raises(BenchmarkError, match="unknown protocol 'holdout'.*kfold, lopo"):
+    with pytest.raises(BenchmarkError, match=r"unknown protocol 'holdout'.*kfold, lopo"):
         load(protocol="holdout")
 
 
