@@ -129,7 +129,7 @@ def cross_validation_finding(summary: Mapping[str, Any], per_fold: PerFold) -> F
             or fold in trained_on
             or trained_on | {fold} != folds
             or table.get("test_images") != fold_images_digest(images)
-            or name in (table.get("backbone_training_data") or [name])
+            or name in table.get("backbone_training_data", [name])  # unknown: maybe seen
         ):
             return None
         if protocol == "kfold" and (

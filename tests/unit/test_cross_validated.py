@@ -56,6 +56,9 @@ def test_each_fold_scored_by_the_model_that_never_saw_it_is_cross_validated():
     assert [f["kind"] for f in findings] == ["cross-validated"]
     assert "3 folds of fgnet (kfold)" in findings[0]["message"]
     assert "no model saw the images it scored" in findings[0]["message"]
+    bare = _family(backbone_training_data=[])  # a backbone that declares nothing
+    per_fold = {fold: (bare[fold], FOLDS[fold]) for fold in FOLDS}
+    assert _kinds(_summary(), per_fold) == ["cross-validated"]
 
 
 def test_a_model_on_its_training_folds_is_trained_on_benchmark():
