@@ -8,16 +8,27 @@ seems to (labels read with the wrong offset, a model that has seen the test set)
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 Finding = dict[str, str]
+#: fold label -> (the ModelSpec that scored the fold, the images of the fold's records)
+PerFold = Mapping[str, tuple[Any, Sequence[str]]]
 
 
-def eval_findings(summary: Mapping[str, Any], models: Sequence[Any]) -> list[Finding]:
-    """Every finding of one eval summary; ``models`` are the ModelSpecs that produced it."""
-    return [*bias_findings(summary), *contamination_findings(summary, models)]
+def eval_findings(
+    summary: Mapping[str, Any], models: Sequence[Any], per_fold: PerFold | None = None
+) -> list[Finding]:
+    """Every finding of one eval summary; ``models`` are the ModelSpecs that produced it and
+    ``per_fold`` which of them scored which fold's images (a ``NAME-fold{fold}`` family)."""
+    crossed = cross_validation_finding(summary, per_fold or {})
+    return [
+        *bias_findings(summary),
+        *([crossed] if crossed else []),
+        *contamination_findings(summary, models, cross_validated=crossed is not None),
+    ]
 
 
 # --- labels read wrong: a whole-benchmark bias -----------------------------------------------
@@ -79,6 +90,62 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
+# --- a per-fold family scored on its own test folds: cross-validated ---------------------------
+
+
+def fold_images_digest(images: Iterable[str]) -> str:
+    """The sha256 of a fold's image paths (sorted, one a line): what a trained model's
+    ``[training]`` table records of its test fold, and what eval compares it with."""
+    return hashlib.sha256("".join(f"{i}\n" for i in sorted(images)).encode()).hexdigest()
+
+
+def cross_validation_finding(summary: Mapping[str, Any], per_fold: PerFold) -> Finding | None:
+    """The finding of a clean cross-validated score, or None.
+
+    ``agebench train --protocol P`` exports one model per fold, each declaring the benchmark
+    (it was trained on the other folds). Scored with ``eval --protocol P --model
+    NAME-fold{fold}``, every fold's images go to the model whose test fold they are: the score
+    the papers report, not contamination. That is only said when every model's ``[training]``
+    table proves it: the same benchmark, protocol (and for ``kfold`` the same folds and seed),
+    a test fold that is the fold it scored and none of its training folds, the same images in
+    that fold (``test_images``), training folds that with it make up this run's folds, and a
+    backbone that had not seen the benchmark before. Anything else (a model scored on its
+    training folds, another split or seed, other data) stays flagged as trained-on-benchmark.
+    """
+    bench = summary.get("benchmark") or {}
+    name, protocol = bench.get("name"), bench.get("protocol")
+    folds = set(per_fold)
+    if len(folds) < 2:
+        return None
+    for fold, (spec, images) in per_fold.items():
+        table = (getattr(spec, "extra", None) or {}).get("training")
+        if not isinstance(table, Mapping):
+            return None
+        trained_on = {str(f) for f in table.get("train_folds") or []}
+        if (
+            table.get("bench") != name
+            or table.get("protocol") != protocol
+            or str(table.get("test_fold")) != fold
+            or fold in trained_on
+            or trained_on | {fold} != folds
+            or table.get("test_images") != fold_images_digest(images)
+            or name in table.get("backbone_training_data", [name])  # unknown: maybe seen
+        ):
+            return None
+        if protocol == "kfold" and (
+            table.get("folds") != bench.get("folds") or table.get("seed") != bench.get("seed")
+        ):
+            return None
+    label = (summary.get("model") or {}).get("name", "the model")
+    return {
+        "kind": "cross-validated",
+        "message": f"{label}: each of the {len(folds)} folds of {name} ({protocol}) was scored "
+        "by the model whose test fold it is, trained on the other folds only: no model saw "
+        "the images it scored (checked against each manifest's [training] table and this "
+        "run's folds). A cross-validated score, not contamination",
+    }
+
+
 # --- a model that has seen the test set -------------------------------------------------------
 
 
@@ -97,7 +164,9 @@ def contamination_marks(findings: Sequence[Mapping[str, Any]]) -> list[str]:
     return [word for kind, word in CONTAMINATION_KINDS.items() if kind in kinds]
 
 
-def contamination_findings(summary: Mapping[str, Any], models: Sequence[Any]) -> list[Finding]:
+def contamination_findings(
+    summary: Mapping[str, Any], models: Sequence[Any], *, cross_validated: bool = False
+) -> list[Finding]:
     """Declared training data that includes this benchmark, and the data's own signal.
 
     Three kinds, each reported on its own because each has its own evidence: the manifest's
@@ -105,14 +174,16 @@ def contamination_findings(summary: Mapping[str, Any], models: Sequence[Any]) ->
     (``suspected-trained-on-benchmark``), and the errors themselves pile up at zero
     (``memorisation``, from ``agebench.core.metrics.memorisation``). The first two are
     matched on the benchmark's name only: a run through a generic loader (``csv``,
-    ``facebase``) is identified by the data's signal alone."""
+    ``facebase``) is identified by the data's signal alone. A ``cross_validated`` run (see
+    :func:`cross_validation_finding`) declares the benchmark by design, each fold's model
+    trained on the other folds only: its declaration is no contamination."""
     bench = str((summary.get("benchmark") or {}).get("name", ""))
     label = str((summary.get("model") or {}).get("name", "the model"))
     findings: list[Finding] = []
     declared = sorted(
         {spec_name for spec_name, names in _declared(models) if bench in names},
     )
-    if declared:
+    if declared and not cross_validated:
         findings.append(
             {
                 "kind": "trained-on-benchmark",

@@ -6,12 +6,17 @@ import csv
 import io
 import math
 import os
-import random
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from agebench.benchmarks.spec import BenchmarkError, LabelProblem, LoadOptions, Record
+from agebench.benchmarks.spec import (  # noqa: F401 - subject_kfold: loaders import it here
+    BenchmarkError,
+    LabelProblem,
+    LoadOptions,
+    Record,
+    subject_kfold,
+)
 from agebench.core.fileread import (
     IMAGE_EXTENSIONS,
     MAX_LABEL_FILE_BYTES,
@@ -240,18 +245,6 @@ def unlabelled_image_problems(images: Iterable[str], labelled: set[str]) -> list
         for image in images
         if image not in labelled and image.lower() not in known
     ]
-
-
-def subject_kfold(subjects: Iterable[str], k: int, seed: int) -> dict[str, int]:
-    """Subject-disjoint folds: subjects shuffled with a fixed seed, dealt round-robin.
-
-    Deterministic for a given subject set, k and seed, whatever order the subjects came in.
-    """
-    unique = sorted(set(subjects))
-    if k < 2 or k > len(unique):
-        raise BenchmarkError(f"cannot make {k} subject-disjoint folds from {len(unique)} subjects")
-    random.Random(seed).shuffle(unique)
-    return {subject: index % k for index, subject in enumerate(unique)}
 
 
 def option_choice(options: LoadOptions, key: str, choices: Sequence[str]) -> str:

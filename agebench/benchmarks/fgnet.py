@@ -13,10 +13,9 @@ many scanned, so faces are detected by default.
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from pathlib import Path
 
-from agebench.benchmarks.common import iter_image_files, rel, subject_kfold
+from agebench.benchmarks.common import iter_image_files, rel
 from agebench.benchmarks.spec import (
     BenchmarkData,
     BenchmarkError,
@@ -25,6 +24,7 @@ from agebench.benchmarks.spec import (
     LoadOptions,
     ReadyCrop,
     Record,
+    deal_folds,
 )
 
 IMAGE_FOLDER = "images"
@@ -75,9 +75,8 @@ def load(options: LoadOptions) -> BenchmarkData:
             )
         )
 
-    if protocol == "kfold" and records:
-        folds = subject_kfold((r.subject or "" for r in records), options.folds, options.seed)
-        records = [replace(r, fold=str(folds[r.subject or ""])) for r in records]
+    if protocol == "kfold":
+        records = deal_folds(records, "kfold", options.folds, options.seed, bench="fgnet")
     return BenchmarkData(records, problems, [])
 
 

@@ -71,7 +71,7 @@ def bench_infos() -> list[BenchInfo]:
                 name=name,
                 title=spec.title,
                 version=str(spec.version),
-                protocols=tuple(spec.protocols),
+                protocols=tuple(spec.all_protocols),
                 splits=tuple(spec.splits),
                 targets=tuple(spec.targets),
                 crops=spec.crops.kind,

@@ -8,8 +8,9 @@ row never stops an evaluation; only a missing root, label file or column is fata
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -137,6 +138,13 @@ class BenchmarkSpec:
     #: no split, so none is defaulted and one given is refused
     unsplit_protocols: tuple[str, ...] = ()
 
+    @property
+    def all_protocols(self) -> dict[str, str]:
+        """Its own protocols (the first the default), then the generic ones it does not define:
+        what ``--protocol`` accepts and ``benches list``/``info`` show."""
+        generic = {k: v for k, v in GENERIC_PROTOCOLS.items() if k not in self.protocols}
+        return {**self.protocols, **generic}
+
     def ready_crop(self, options: Mapping[str, Any]) -> ReadyCrop:
         return self.crops_for_options(options) if self.crops_for_options else self.crops
 
@@ -171,10 +179,10 @@ class BenchmarkSpec:
         if options.split is not None and options.split not in self.splits:
             allowed = ", ".join(self.splits) if self.splits else "none (omit --split)"
             raise BenchmarkError(f"{self.name}: unknown split {options.split!r}; splits: {allowed}")
-        if options.protocol is not None and options.protocol not in self.protocols:
+        if options.protocol is not None and options.protocol not in self.all_protocols:
             raise BenchmarkError(
                 f"{self.name}: unknown protocol {options.protocol!r}; "
-                f"protocols: {', '.join(self.protocols)}"
+                f"protocols: {', '.join(self.all_protocols)}"
             )
         if options.split is not None and options.protocol in self.unsplit_protocols:
             raise BenchmarkError(
@@ -186,8 +194,64 @@ class BenchmarkSpec:
             raise BenchmarkError(
                 f"{self.name}: unknown --option {', '.join(sorted(unknown))}; known: {known}"
             )
-        data = self.loader(options)
-        data.protocol = data.protocol or options.protocol or self.default_protocol
+        generic = options.protocol is not None and options.protocol not in self.protocols
+        # a generic protocol folds the records the loader gives under its default protocol
+        data = self.loader(replace(options, protocol=None) if generic else options)
         if data.split is None:
-            data.split = options.split or self.default_split_for(data.protocol)
+            protocol = data.protocol or (None if generic else options.protocol)
+            protocol = protocol or self.default_protocol
+            data.split = options.split or self.default_split_for(protocol)
+        if generic:
+            assert options.protocol is not None
+            data.records = deal_folds(
+                data.records, options.protocol, options.folds, options.seed, bench=self.name
+            )
+            data.protocol = options.protocol
+        data.protocol = data.protocol or options.protocol or self.default_protocol
         return data
+
+
+# --- folds every benchmark offers ---------------------------------------------------------
+
+#: protocols every benchmark accepts unless it defines its own of that name, so that a model
+#: trained per fold (``agebench train``) is scored by ``eval --model NAME-fold{fold}`` on the
+#: very folds it was trained without: both read the folds from here
+GENERIC_PROTOCOLS: dict[str, str] = {
+    "kfold": "generic k folds (--folds k, default 5, dealt by --seed): subject-disjoint where "
+    "records have subjects, image by image otherwise",
+    "lopo": "generic leave one subject out: fold = subject (needs subjects)",
+}
+
+
+def subject_kfold(subjects: Iterable[str], k: int, seed: int) -> dict[str, int]:
+    """Subject-disjoint folds: subjects shuffled with a fixed seed, dealt round-robin.
+
+    Deterministic for a given subject set, k and seed, whatever order the subjects came in.
+    """
+    unique = sorted(set(subjects))
+    if k < 2 or k > len(unique):
+        raise BenchmarkError(f"cannot make {k} subject-disjoint folds from {len(unique)} subjects")
+    random.Random(seed).shuffle(unique)
+    return {subject: index % k for index, subject in enumerate(unique)}
+
+
+def deal_folds(
+    records: Sequence[Record], protocol: str, folds: int, seed: int, *, bench: str
+) -> list[Record]:
+    """The records with ``fold`` set by a generic protocol (``GENERIC_PROTOCOLS``).
+
+    ``kfold``: ``subject_kfold`` over the subjects, a record without a subject counting as a
+    subject of its own (so records without subjects are dealt one by one, by the seed);
+    ``lopo``: the subject is the fold, and every record must have one."""
+    if protocol == "lopo":
+        if any(r.subject is None for r in records):
+            raise BenchmarkError(f"{bench}: --protocol lopo needs a subject for every record")
+        return [replace(r, fold=r.subject) for r in records]
+    if protocol != "kfold":
+        raise BenchmarkError(f"{bench}: {protocol!r} is no generic protocol")
+    # a subject keeps its own name (the dealing of a benchmark's own subject kfold, FG-NET's)
+    keys = [r.subject if r.subject is not None else f"\0{r.image}" for r in records]
+    if not keys:
+        return []
+    dealt = subject_kfold(keys, folds, seed)
+    return [replace(r, fold=str(dealt[key])) for r, key in zip(records, keys, strict=True)]

@@ -66,7 +66,7 @@ def benches_info(name: str) -> None:
     out.print("\n[bold]labels[/]", highlight=False)
     out.print(spec.labels.rstrip(), highlight=False, markup=False)
     out.print("\n[bold]protocols[/] (first is the default)")
-    for protocol, text in spec.protocols.items():
+    for protocol, text in spec.all_protocols.items():
         out.print(f"  {protocol}: {text}", highlight=False, markup=False)
     if spec.splits:
         out.print(f"[bold]splits[/]: {', '.join(spec.splits)} (default {spec.default_split})")

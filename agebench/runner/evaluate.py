@@ -311,7 +311,12 @@ class EvalRun:
         write_predictions_csv(self.out)
         summary = self._summarise(rows, processed, seconds, files)
         summary["counts"]["decoder_warnings"] = warned
-        summary["findings"] = eval_findings(summary, list(self.models.values()))
+        per_fold = {
+            str(fold): (spec, [r.image for r in self.data.records if r.fold == fold])
+            for fold, spec in self.models.items()
+            if fold is not None
+        }
+        summary["findings"] = eval_findings(summary, list(self.models.values()), per_fold)
         sink.write_json_atomic(summary_path, summary, durable=True)
         write_report(self.out, summary, rows)
         (self.out / PARTIAL_FILE).unlink(missing_ok=True)
@@ -410,6 +415,8 @@ class EvalRun:
                 "version": self.bench.version,
                 "protocol": self.protocol,
                 "split": self.split,
+                "folds": config.folds,
+                "seed": config.seed,
                 "root": str(config.root.resolve()),
                 "fingerprint": self.fingerprint,
                 "files_sha256": image_hashes.hexdigest(),

@@ -52,8 +52,13 @@ TRAINING_KEYS = (
     "benchmark_version",
     "data_fingerprint",
     "protocol",
+    "split",
+    "folds",
     "train_folds",
     "test_fold",
+    "test_images",
+    "images",
+    "backbone",
     "validation",
     "seed",
     "loss",
@@ -285,6 +290,8 @@ def export_trained(
     check_model_name(name)
     spec = _source_spec(backbone, source)
     table = training_table(training)
+    # whether the backbone had seen the benchmark before: then no fold is clean of it
+    table["backbone_training_data"] = list(spec.provenance.get("training_data") or [])
     section = _renamed(head.decoder_section(), name)
     if quantize and section.tables:
         raise AgebenchError(

@@ -5,13 +5,11 @@ training; the other folds train. Early stopping and model selection need data to
 validation part (about ``VAL_SHARE`` of the training folds, subject-disjoint where subjects
 are known, seeded) is carved out of the training folds, never out of the test fold.
 
-Fold assignment, in order of preference:
-
-* the benchmark's own, when it offers the protocol (FG-NET ``kfold``/``lopo``) or its records
-  carry folds (a csv ``fold`` column, Adience): the published protocol, as eval scores it;
-* ``kfold`` otherwise: subject-disjoint (``subject_kfold``, the folds eval's loaders deal) when
-  every record has a subject, else records dealt by ``seed``;
-* ``lopo`` otherwise: one fold per subject (subjects required).
+The folds are the records' own, as the benchmark loaded them under ``--protocol``: its own
+protocol's (FG-NET ``lopo``/``kfold``, Adience ``5fold``) or a generic one's
+(``agebench.benchmarks.spec.GENERIC_PROTOCOLS``: ``kfold`` and ``lopo`` on every benchmark).
+Nothing is dealt here, so ``agebench eval --protocol P --model NAME-fold{fold}`` reads exactly
+the folds each model was trained without.
 
 Without a protocol (``--split train`` and the like) there is one model on all the records
 given, its test part empty: the data it is scored on is another split, chosen at eval time.
@@ -25,11 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agebench.benchmarks.common import subject_kfold
-from agebench.benchmarks.spec import BenchmarkSpec, Record
+from agebench.benchmarks.spec import Record
 from agebench.core.errors import AgebenchError
 
-PROTOCOLS = ("kfold", "lopo")
 #: the share of the training folds held out for early stopping and model selection
 VAL_SHARE = 0.1
 
@@ -49,40 +45,16 @@ class Fold:
         return "" if self.name is None else f"-fold{self.name}"
 
 
-def native_protocol(bench: BenchmarkSpec, protocol: str | None) -> bool:
-    """Whether the benchmark's loader deals this protocol's folds itself."""
-    return protocol is not None and protocol in bench.protocols
-
-
-def assign_folds(
-    bench: BenchmarkSpec, records: Sequence[Record], protocol: str, folds: int, seed: int
-) -> tuple[list[str], str]:
-    """Each record's fold label and where the labels came from."""
-    if protocol not in PROTOCOLS:
-        raise AgebenchError(f"--protocol {protocol}: training protocols are {', '.join(PROTOCOLS)}")
+def record_folds(records: Sequence[Record], protocol: str, bench: str) -> list[str]:
+    """Each record's fold label, as the benchmark dealt it under ``protocol``."""
     if not records:
-        raise AgebenchError(f"{bench.name}: no records to train on")
-    given = [r.fold for r in records]
-    if native_protocol(bench, protocol) or (protocol == "kfold" and None not in given):
-        if None in given:
-            raise AgebenchError(f"{bench.name} --protocol {protocol}: some records have no fold")
-        return [str(f) for f in given], "benchmark"
-    subjects = [r.subject for r in records]
-    if protocol == "lopo":
-        if None in subjects:
-            raise AgebenchError(f"{bench.name}: --protocol lopo needs a subject for every record")
-        return [str(s) for s in subjects], "subjects"
-    if None not in subjects:
-        dealt = subject_kfold((str(s) for s in subjects), folds, seed)
-        return [str(dealt[str(s)]) for s in subjects], "subject_kfold"
-    if folds > len(records):
-        raise AgebenchError(f"cannot make {folds} folds from {len(records)} records")
-    order = list(range(len(records)))
-    random.Random(seed).shuffle(order)
-    labels = [""] * len(records)
-    for position, index in enumerate(order):
-        labels[index] = str(position % folds)
-    return labels, "records"
+        raise AgebenchError(f"{bench}: no records to train on")
+    if any(r.fold is None for r in records):
+        raise AgebenchError(
+            f"{bench} --protocol {protocol}: some records have no fold; the generic protocols "
+            "kfold and lopo deal folds on every benchmark"
+        )
+    return [str(r.fold) for r in records]
 
 
 def _fold_order(labels: Sequence[str]) -> list[str]:
@@ -124,22 +96,21 @@ def carve_validation(
 
 
 def plan_folds(
-    bench: BenchmarkSpec,
+    bench: str,
     records: Sequence[Record],
     *,
     protocol: str | None,
-    folds: int = 5,
     seed: int = 0,
     usable: np.ndarray | None = None,
     only: Sequence[str] = (),
-) -> tuple[list[Fold], str]:
+) -> list[Fold]:
     """The folds to train (``only``: these labels; all when empty) over the ``usable``
-    records (indices; all when None), and where the fold labels came from."""
+    records (indices; all when None), loaded by benchmark ``bench`` under ``protocol``."""
     keep = np.arange(len(records)) if usable is None else np.asarray(usable, dtype=int)
     if protocol is None:
         train, val = carve_validation(records, keep, seed)
-        return [Fold(None, train, val, np.array([], dtype=int))], "none"
-    labels, source = assign_folds(bench, records, protocol, folds, seed)
+        return [Fold(None, train, val, np.array([], dtype=int))]
+    labels = record_folds(records, protocol, bench)
     order = _fold_order(labels)
     unknown = sorted(set(only) - set(order))
     if unknown:
@@ -152,4 +123,4 @@ def plan_folds(
         test = keep[kept == label]
         train, val = carve_validation(records, keep[kept != label], seed + number)
         plan.append(Fold(label, train, val, test))
-    return plan, source
+    return plan

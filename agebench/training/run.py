@@ -18,24 +18,28 @@ import copy
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
 from agebench.benchmarks.registry import get_benchmark
-from agebench.benchmarks.spec import LoadOptions
+from agebench.benchmarks.spec import Record
 from agebench.core.atomic import read_json, write_json_atomic, write_lines_atomic
 from agebench.core.config import ExecutionConfig
 from agebench.core.errors import AgebenchError
-from agebench.core.types import FacesMode, QuantizeTarget
+from agebench.core.types import QuantizeTarget
+from agebench.findings import fold_images_digest
 from agebench.models.catalog import resolve_model
+from agebench.runner import sink
+from agebench.runner.ownership import RunIdentity, claim, owned_folder
 from agebench.training.backbone import Backbone, describe, load_backbone
+from agebench.training.config import TrainConfig, TrainResult, json_ready, training_data
 from agebench.training.crops import CropCache, CropSource, crop_cache
 from agebench.training.heads import Head
 from agebench.training.losses import build_loss
-from agebench.training.protocol import Fold, native_protocol, plan_folds
+from agebench.training.protocol import Fold, plan_folds
 from agebench.training.report import write_train_report
 from agebench.training.trainer import EpochMetrics, Trainer, TrainOptions
 
@@ -65,77 +69,6 @@ def default_exporter() -> Exporter:
     return export_trained
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything ``agebench train`` was asked; ``config.json`` records it."""
-
-    bench: str
-    root: Path
-    backbone: str
-    loss: str
-    name: str
-    protocol: str | None = None
-    split: str | None = None
-    labels: Path | None = None
-    columns: Mapping[str, str] = field(default_factory=dict)
-    options: Mapping[str, Any] = field(default_factory=dict)
-    faces: FacesMode | None = None
-    folds: int = 5
-    #: train only these folds (labels); all when empty
-    only_folds: tuple[str, ...] = ()
-    #: a torch factory backbone's input and crop policy: this registered model's
-    like: str | None = None
-    loss_options: Mapping[str, Any] = field(default_factory=dict)
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    patience: int = 5
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
-    resume: bool = False
-    freeze_backbone: bool = False
-    quantize: tuple[QuantizeTarget, ...] = ()
-    out_root: Path = Path("reports")
-    home: Path | None = None
-
-    @property
-    def out(self) -> Path:
-        return self.out_root / "train" / self.name
-
-    def as_json(self) -> dict[str, Any]:
-        """The settings that decide the result (``resume`` and where outputs go do not)."""
-        skip = {"resume", "out_root", "home", "threads"}
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
-        return json_ready(out)
-
-
-def json_ready(value: Any) -> Any:
-    """Paths as strings, mappings as dicts, tuples as lists, dataclasses as their fields."""
-    if is_dataclass(value) and not isinstance(value, type):
-        return json_ready(asdict(value))
-    if isinstance(value, Mapping):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_ready(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    out: Path
-    #: the registered model names, one per fold
-    models: list[str]
-    #: fold label ("all" without a protocol) -> best validation MAE
-    best_val_mae: dict[str, float]
-    summary: dict[str, Any]
-
-
 def _device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -152,52 +85,53 @@ class TrainRun:
         self.exporter = exporter
         self.device = _device(config.device)
 
-    def _check_folder(self) -> None:
-        """A run folder belongs to one configuration: resumed, never silently mixed."""
-        recorded = read_json(self.config.out / "config.json")
-        if recorded is None:
-            return
-        if not self.config.resume:
+    def _claim(self) -> None:
+        """A run folder belongs to one configuration: resumed, never silently mixed. Called
+        with the folder held; writes the run's identity (``run.json``) before any work."""
+        cfg = self.config
+        recorded = read_json(cfg.out / "config.json")
+        run_file = cfg.out / sink.RUN_FILE
+        if (recorded is not None or run_file.exists()) and not cfg.resume:
             raise AgebenchError(
-                f"{self.config.out}: a training run of this name exists (--resume continues it, "
+                f"{cfg.out}: a training run of this name exists (--resume continues it, "
                 "or choose another --name)"
             )
-        if recorded.get("config") != self.config.as_json():
-            raise AgebenchError(
-                f"{self.config.out}: --resume with other settings than the run's config.json"
+        if isinstance(recorded, dict) and not run_file.exists():  # a folder from before run.json
+            write_json_atomic(
+                run_file, RunIdentity("train", {"config": recorded.get("config")}).as_json()
             )
+        claim(
+            cfg.out,
+            RunIdentity("train", {"config": cfg.as_json()}),
+            resume=True,
+            hint="--resume continues a run with its own settings; choose another --name",
+        )
 
     def run(
         self, *, progress: Progress | None = None, on_epoch: EpochCallback | None = None
     ) -> TrainResult:
+        """Hold the run folder for the whole run (a second run of this name is refused, naming
+        the first), then train, export and write every fold."""
         cfg = self.config
         if cfg.epochs < 1 or cfg.batch_size < 1:
             raise AgebenchError("--epochs and --batch-size must be at least 1")
-        self._check_folder()
         build_loss(cfg.loss, **cfg.loss_options)  # a bad loss fails before any work
+        with owned_folder(cfg.out):
+            self._claim()
+            return self._run(progress, on_epoch)
+
+    def _run(self, progress: Progress | None, on_epoch: EpochCallback | None) -> TrainResult:
+        cfg = self.config
         bench = get_benchmark(cfg.bench)
-        native = native_protocol(bench, cfg.protocol)
-        data = bench.load(
-            LoadOptions(
-                root=cfg.root,
-                split=cfg.split,
-                protocol=cfg.protocol if native else None,
-                labels=cfg.labels,
-                columns=dict(cfg.columns),
-                folds=cfg.folds,
-                seed=cfg.seed,
-                options=dict(cfg.options),
-            )
-        )
+        data = training_data(cfg)
         backbone = load_backbone(cfg.backbone, like=cfg.like)
         spec = resolve_model(cfg.like if cfg.like else cfg.backbone)
         source = CropSource(bench, data, cfg.root, spec, cfg.faces, dict(cfg.options))
         cache = crop_cache(source, execution=ExecutionConfig(device="cpu"))
-        plan, fold_source = plan_folds(
-            bench,
+        plan = plan_folds(
+            bench.name,
             data.records,
             protocol=cfg.protocol,
-            folds=cfg.folds,
             seed=cfg.seed,
             usable=cache.usable,
             only=cfg.only_folds,
@@ -209,7 +143,6 @@ class TrainRun:
             "protocol": cfg.protocol,
             "split": data.split,
             "folds": cfg.folds if cfg.protocol == "kfold" else None,
-            "fold_source": fold_source,
             "seed": cfg.seed,
             "loss": cfg.loss,
             "loss_options": json_ready(cfg.loss_options),
@@ -246,7 +179,16 @@ class TrainRun:
         )
         relay = _relay(progress, plan, cfg)
         results = [
-            self._fold(fold, plan, backbone, cache, options, training, relay, on_epoch)
+            self._fold(
+                fold,
+                plan,
+                backbone,
+                cache,
+                options,
+                {**training, "test_images": _test_images(data.records, fold.name)},
+                relay,
+                on_epoch,
+            )
             for fold in plan
         ]
         return self._finish(results, training)
@@ -337,7 +279,7 @@ class TrainRun:
             "training": training,
             "folds": results,
             "models": [r["model"] for r in results],
-            "evaluate": _eval_commands(scope, results, training["fold_source"], cfg.name),
+            "evaluate": _eval_commands(scope, results, cfg.protocol is not None, cfg.name),
             "note": (
                 "the test folds are not scored here: agebench eval scores them, each fold's "
                 "records by the model that never saw them ('--model NAME-fold{fold}')"
@@ -357,13 +299,20 @@ class TrainRun:
         )
 
 
+def _test_images(records: Sequence[Record], fold: str | None) -> str | None:
+    """The digest of a fold's images (every record of it, usable or not: eval scores them
+    all), by which eval's findings know the images a model is scored on are its test fold."""
+    if fold is None:
+        return None
+    return fold_images_digest(r.image for r in records if r.fold == fold)
+
+
 def _eval_commands(
-    scope: list[str], results: list[dict[str, Any]], fold_source: str, name: str
+    scope: list[str], results: list[dict[str, Any]], per_fold: bool, name: str
 ) -> list[str]:
-    """The eval commands that score the test folds: one over every fold (eval's ``{fold}``
-    picks each fold's model) when the benchmark deals the folds itself, else one per model
-    (its test fold is then in its ``split.json``)."""
-    if fold_source == "benchmark":
+    """The eval commands that score the test folds: one over every fold (eval deals the same
+    folds, and its ``{fold}`` picks each fold's model), else one per model."""
+    if per_fold:
         return [f"agebench eval {' '.join(scope)} --model {name}-fold{{fold}}"]
     return [f"agebench eval {' '.join(scope[:2])} --model {r['model']}" for r in results]
 

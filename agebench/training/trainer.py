@@ -16,31 +16,32 @@ metrics as an uninterrupted one.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from agebench.core.atomic import write_file_atomic
 from agebench.core.errors import AgebenchError
-from agebench.models.decoders import Decoder, build_decoder
 from agebench.training.backbone import Backbone
+from agebench.training.batches import (
+    Batches,
+    autocast,
+    cores,
+    extract_features,
+    predict_ages,
+    torch_threads,
+)
 from agebench.training.heads import Head
 from agebench.training.losses import TrainLoss
 
 CHECKPOINT = "last.pt"
 Progress = Callable[[str, int], None]
-#: the augmentation's ranges: rotation (degrees), scale and shift (share of the side), colour
-ROTATE, SCALE, SHIFT, COLOUR = 8.0, 0.05, 0.04, 0.2
 
 
 @dataclass(frozen=True)
@@ -84,124 +85,6 @@ class FitResult:
     start_val_mae: float
     stopped_early: bool
     resumed_from: int
-
-
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-@contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """torch's intra-op threads for the duration (a library call must not leave them changed)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def augment(crops: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """(N, H, W, 3) float pixels 0..255: random flip, rotation/scale/shift, brightness,
-    contrast and saturation, each drawn per image from ``generator`` (CPU)."""
-    n = crops.shape[0]
-
-    def uniform(*shape: int) -> torch.Tensor:
-        return (torch.rand(*shape, generator=generator) * 2 - 1).to(crops.device)
-
-    x = crops.permute(0, 3, 1, 2)
-    flip = (torch.rand(n, generator=generator) < 0.5).to(crops.device)
-    x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    angle = uniform(n) * math.radians(ROTATE)
-    scale = 1 + uniform(n) * SCALE
-    shift = uniform(n, 2) * SHIFT * 2  # affine_grid's coordinates span 2 per side
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack(
-        [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
-    )
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
-    brightness, contrast, saturation = (1 + uniform(n) * COLOUR for _ in range(3))
-    x = x * brightness[:, None, None, None]
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    x = (x - mean) * contrast[:, None, None, None] + mean
-    gray = x.mean(dim=1, keepdim=True)
-    x = (x - gray) * saturation[:, None, None, None] + gray
-    return x.clamp(0, 255).permute(0, 2, 3, 1)
-
-
-def decoder_of(head: Head) -> Decoder:
-    """The manifest decoder the head exports to, built as eval builds it (tables included)."""
-    section = head.decoder_section()
-    with tempfile.TemporaryDirectory(prefix="agebench-head-") as folder:
-        fields = section.write(Path(folder))
-        return build_decoder(fields["decoder"], fields["params"], task="age", base_dir=Path(folder))
-
-
-class _Batches:
-    """Model inputs for record indices: the cached crops (augmented or not) or the features."""
-
-    def __init__(
-        self,
-        backbone: Backbone,
-        crops: np.ndarray,
-        features: torch.Tensor | None,
-        device: torch.device,
-        channels_last: bool,
-    ) -> None:
-        self.backbone, self.crops, self.features = backbone, crops, features
-        self.device, self.channels_last = device, channels_last
-
-    def input(self, index: np.ndarray, generator: torch.Generator | None) -> torch.Tensor:
-        if self.features is not None:
-            return self.features[torch.as_tensor(index)].to(self.device)
-        pixels = torch.from_numpy(np.asarray(self.crops[np.asarray(index)])).to(self.device)
-        pixels = pixels.float()
-        if generator is not None:
-            pixels = augment(pixels, generator)
-        x = self.backbone.prepare(pixels)
-        if self.channels_last and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
-
-    def forward(self, head: Head, x: torch.Tensor, *, export: bool = False) -> torch.Tensor:
-        features = x if self.features is not None else self.backbone(x)
-        out: torch.Tensor = head.export_module()(features) if export else head(features)
-        return out.float()
-
-
-def extract_features(
-    backbone: Backbone, crops: np.ndarray, index: np.ndarray, *, batch_size: int, device: str
-) -> torch.Tensor:
-    """(len(crops), D) float32 features of the records ``index`` (other rows stay zero), by the
-    backbone in eval mode: what a frozen backbone gives every epoch, computed once."""
-    backbone.eval().to(device)
-    out = torch.zeros(len(crops), backbone.dim)
-    with torch.no_grad():
-        for start in range(0, len(index), batch_size):
-            part = np.asarray(index[start : start + batch_size])
-            pixels = torch.from_numpy(np.asarray(crops[part])).to(device).float()
-            out[torch.as_tensor(part)] = backbone(backbone.prepare(pixels)).float().cpu()
-    return out
-
-
-def _autocast(device: torch.device) -> Any:
-    """bf16 autocast on CUDA; nothing elsewhere (CPU bf16 is slower than float32 on most)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
-def predict_ages(batches: _Batches, head: Head, index: np.ndarray, batch_size: int) -> np.ndarray:
-    """Ages of the records ``index`` through the exported head and its decoder."""
-    decoder = decoder_of(head)
-    outputs = []
-    with torch.no_grad(), _autocast(batches.device):
-        for start in range(0, len(index), batch_size):
-            x = batches.input(index[start : start + batch_size], None)
-            outputs.append(batches.forward(head, x, export=True).cpu().double().numpy())
-    return np.asarray(decoder.decode(np.concatenate(outputs)).fields["age"], dtype=np.float64)
 
 
 def _schedule(warmup: int, total: int) -> Callable[[int], float]:
@@ -283,7 +166,7 @@ class Trainer:
         channels_last = opts.channels_last and features is None
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
-        batches = _Batches(self.backbone, crops, features, device, channels_last)
+        batches = Batches(self.backbone, crops, features, device, channels_last)
         targets = torch.as_tensor(np.asarray(ages, dtype=np.float32))
         params = [p for p in model.parameters() if p.requires_grad]
         optimiser = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
@@ -311,7 +194,7 @@ class Trainer:
             for start in range(0, len(order), opts.batch_size):
                 index = order[start : start + opts.batch_size]
                 x = batches.input(index, generator if opts.augment and features is None else None)
-                with _autocast(device):
+                with autocast(device):
                     out = batches.forward(self.head, x)
                 value = self.loss(out, targets[torch.as_tensor(index)].to(device))
                 optimiser.zero_grad(set_to_none=True)
@@ -366,7 +249,7 @@ class Trainer:
         self.head.eval()
         self.backbone.eval()
 
-    def _val_mae(self, batches: _Batches, ages: np.ndarray, val: np.ndarray) -> float:
+    def _val_mae(self, batches: Batches, ages: np.ndarray, val: np.ndarray) -> float:
         predicted = predict_ages(batches, self.head, val, self.options.batch_size)
         return float(np.mean(np.abs(predicted - np.asarray(ages, dtype=np.float64)[val])))
 

@@ -112,7 +112,7 @@ def test_train_cli_on_a_small_fgnet(fgnet_subset: Path, tmp_path: Path, monkeypa
     for call, fold in zip(stub.calls, summary["folds"], strict=True):
         training = call["training"]
         label = training["test_fold"]
-        assert training["bench"] == "fgnet" and training["fold_source"] == "benchmark"
+        assert training["bench"] == "fgnet" and training["protocol"] == "kfold"
         assert training["train_folds"] == sorted({"0", "1", "2"} - {label})
         assert len(training["data_fingerprint"]) == 64 and training["loss"] == "dex"
         split = json.loads((out / f"fold{label}" / "split.json").read_text())
@@ -141,7 +141,7 @@ def test_agebench_train_is_the_api_call_beside_the_training_package(tmp_path: Pa
     import agebench
     import agebench.training.protocol  # the package is agebench.training, not agebench.train
 
-    assert callable(agebench.train) and agebench.training.protocol.PROTOCOLS == ("kfold", "lopo")
+    assert callable(agebench.train) and callable(agebench.training.protocol.plan_folds)
     with pytest.raises(ValueError, match="device"):
         agebench.train(
             "fgnet", tmp_path, backbone="dlib-age-v1", loss="dex", name="x", device="tpu"

@@ -14,9 +14,10 @@ from agebench.benchmarks.registry import get_benchmark
 from agebench.benchmarks.spec import LoadOptions
 from agebench.models.catalog import resolve_model
 from agebench.training.backbone import load_backbone
+from agebench.training.batches import augment
 from agebench.training.crops import CropCache, CropSource, crop_cache
 from agebench.training.losses import build_loss
-from agebench.training.trainer import CHECKPOINT, EpochMetrics, Trainer, TrainOptions, augment
+from agebench.training.trainer import CHECKPOINT, EpochMetrics, Trainer, TrainOptions
 
 
 @pytest.fixture(scope="module")
