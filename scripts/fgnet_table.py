@@ -78,6 +78,11 @@ def _row(reports: Path, run: Path, walls: dict[str, float]) -> list[str]:
     parity_age = [
         max(r["export"]["report"]["max_abs_diff_age"].values()) for r in results if "export" in r
     ]
+    gate_mae = [
+        r["export"]["report"]["real_faces"]["mae"]
+        for r in results
+        if "export" in r and r["export"]["report"]["real_faces"].get("mae") is not None
+    ]
     epochs = [f"{r['best_epoch']}/{r['epochs_run']}" for r in results]
     cfg = config["config"]
     return [
@@ -95,6 +100,7 @@ def _row(reports: Path, run: Path, walls: dict[str, float]) -> list[str]:
         _fmt(statistics.median(speeds) if speeds else None, ",.0f"),
         _fmt(max(parity) if parity else None, ".1e"),
         _fmt(max(parity_age) if parity_age else None, ".1e"),
+        f"{min(gate_mae):.1f}-{max(gate_mae):.1f}" if gate_mae else "-",
         _isolated(reports, run, results),
     ]
 
@@ -121,6 +127,7 @@ def main(reports: Path) -> None:
         "images/s per epoch (median)",
         "parity max abs(torch - ort)",
         "parity max age diff (years)",
+        "gate MAE on UTKFace-48 (folds)",
         "test folds unseen",
     ]
     print("| " + " | ".join(headers) + " |")
