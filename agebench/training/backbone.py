@@ -152,9 +152,11 @@ def _feature_width(module: nn.Module, spec: InputSpec) -> int:
 
 def backbone_from_model(spec: ModelSpec) -> Backbone:
     """A registered model's graph, cut before its final head, as a trainable backbone."""
+    from onnx.shape_inference import infer_shapes
     from onnx.utils import Extractor
 
-    model = _load_onnx(spec)
+    # the Extractor finds the cut's tensor only in value_info, which not every graph carries
+    model = infer_shapes(_load_onnx(spec))
     source = _graph_input(model, spec.name)
     cut = find_cut(model, _age_output(model, spec))
     try:

@@ -108,3 +108,17 @@ def test_a_torch_factory_backbone_takes_a_models_input(tmp_path: Path, monkeypat
     with pytest.raises(AgebenchError, match="like=MODEL"):
         load_backbone("torch:my_nets:build")
     sys.modules.pop("my_nets", None)
+
+
+def test_a_graph_without_value_info_is_cut(tmp_path: Path):
+    """Graphs exported without intermediate shapes (yu4u-wrn-16-8's) are cut too: the cut's
+    tensor is found by shape inference, not only in the graph's own value_info."""
+    from agebench.training.backbone import backbone_from_model
+    from tests.fixtures.tiny_models import write_manifest
+
+    spec = resolve_model(str(write_manifest(tmp_path)))
+    backbone = backbone_from_model(spec)
+    assert backbone.dim == 3
+    x = torch.rand(2, 3, 8, 8)
+    expected = x.mean(dim=(2, 3))[:, :1]  # the channel-mean model's age output
+    assert torch.allclose(backbone.original_head(backbone(x)), expected, atol=1e-6)

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from agebench.cli import main
 from agebench.training import run as run_module
 from agebench.training.backbone import Backbone
+from agebench.training.export import training_table
 from agebench.training.heads import Head
 from tests.fixtures.tiny_models import REPO
 
@@ -111,6 +112,7 @@ def test_train_cli_on_a_small_fgnet(fgnet_subset: Path, tmp_path: Path, monkeypa
     ]
     for call, fold in zip(stub.calls, summary["folds"], strict=True):
         training = call["training"]
+        assert training_table(training)["folds"] == 3  # the real exporter keeps every key
         label = training["test_fold"]
         assert training["bench"] == "fgnet" and training["protocol"] == "kfold"
         assert training["train_folds"] == sorted({"0", "1", "2"} - {label})
