@@ -239,6 +239,13 @@ def _suspected(models: Sequence[Any], bench: str) -> list[tuple[str, str]]:
         for entry in suspected_training_data(getattr(spec, "provenance", {}) or {}):
             if entry["name"] == bench:
                 seen.setdefault(entry["reason"], []).append(str(spec.name))
+        # a model trained here by agebench train carries what its backbone was suspected of
+        training = (getattr(spec, "extra", None) or {}).get("training") or {}
+        backbone = training.get("backbone") or "its backbone"
+        for entry in training.get("backbone_suspected_training_data") or []:
+            if isinstance(entry, Mapping) and entry.get("name") == bench:
+                reason = f"its backbone {backbone} is: {entry.get('reason')}"
+                seen.setdefault(reason, []).append(str(spec.name))
     return [(names[0] if len(names) == 1 else "", reason) for reason, names in seen.items()]
 
 

@@ -286,12 +286,19 @@ def export_trained(
     from agebench.build.register import build_and_register, check_model_name
     from agebench.core.version import __version__
     from agebench.models.catalog import agebench_home
+    from agebench.models.training_data import suspected_training_data
 
     check_model_name(name)
     spec = _source_spec(backbone, source)
     table = training_table(training)
-    # whether the backbone had seen the benchmark before: then no fold is clean of it
+    # whether the backbone had seen the benchmark before: then no fold is clean of it; and
+    # what it is suspected of having seen (the model's own provenance declares the trained
+    # benchmark instead, so a suspicion about it survives only here, for the findings)
     table["backbone_training_data"] = list(spec.provenance.get("training_data") or [])
+    table["backbone_suspected_training_data"] = [
+        {"name": entry["name"], "reason": entry["reason"]}
+        for entry in suspected_training_data(spec.provenance)
+    ]
     section = _renamed(head.decoder_section(), name)
     if quantize and section.tables:
         raise AgebenchError(

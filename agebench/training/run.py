@@ -22,6 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from agebench.benchmarks.registry import get_benchmark
@@ -35,6 +36,7 @@ from agebench.models.catalog import resolve_model
 from agebench.runner import sink
 from agebench.runner.ownership import RunIdentity, claim, owned_folder
 from agebench.training.backbone import Backbone, describe, load_backbone
+from agebench.training.batches import cores, extract_features, torch_threads
 from agebench.training.config import TrainConfig, TrainResult, json_ready, training_data
 from agebench.training.crops import CropCache, CropSource, crop_cache
 from agebench.training.heads import Head
@@ -178,6 +180,27 @@ class TrainRun:
             resume=cfg.resume,
         )
         relay = _relay(progress, plan, cfg)
+        frozen: list[torch.Tensor] = []
+
+        def features() -> torch.Tensor | None:
+            """A frozen backbone's features of every usable crop, computed once for all folds
+            (they do not change: no augmentation, no backbone update) on the first fold that
+            trains; a fold uses only its own rows of them."""
+            if not cfg.freeze_backbone:
+                return None
+            if not frozen:
+                with torch_threads(cfg.threads or cores()):
+                    frozen.append(
+                        extract_features(
+                            backbone,
+                            cache.crops,
+                            np.asarray(cache.usable),
+                            batch_size=cfg.batch_size,
+                            device=self.device,
+                        )
+                    )
+            return frozen[0]
+
         results = [
             self._fold(
                 fold,
@@ -188,6 +211,7 @@ class TrainRun:
                 {**training, "test_images": _test_images(data.records, fold.name)},
                 relay,
                 on_epoch,
+                features,
             )
             for fold in plan
         ]
@@ -203,6 +227,7 @@ class TrainRun:
         training: dict[str, Any],
         progress: Progress | None,
         on_epoch: EpochCallback | None,
+        features: Callable[[], torch.Tensor | None],
     ) -> dict[str, Any]:
         cfg = self.config
         label = fold.name or "all"
@@ -232,7 +257,13 @@ class TrainRun:
 
         trainer = Trainer(model, head, loss, options, checkpoints=folder / "checkpoints")
         fit = trainer.fit(
-            cache.crops, cache.ages, fold.train, fold.val, progress=progress, on_epoch=epoch_done
+            cache.crops,
+            cache.ages,
+            fold.train,
+            fold.val,
+            features=features(),
+            progress=progress,
+            on_epoch=epoch_done,
         )
         # all epochs (a resumed fold's earlier ones included) from the checkpoint's history
         write_lines_atomic(folder / "metrics.jsonl", json_ready(fit.history))

@@ -88,3 +88,20 @@ def test_a_backbone_that_saw_the_benchmark_leaves_every_fold_contaminated():
     plain = {fold: (SimpleNamespace(name=s.name, provenance=s.provenance, extra={}), FOLDS[fold])
              for fold, s in _family().items()}  # fmt: skip
     assert _kinds(_summary(), plain) == ["trained-on-benchmark"]  # no [training] table
+
+
+def test_a_backbone_suspected_of_the_benchmark_stays_suspected_through_clean_folds():
+    """dlib-age-v1 is suspected of having seen FG-NET: folds clean of each other do not make
+    its features clean, so the suspicion is reported beside the cross-validated finding."""
+    reason = "MAE far below other benchmarks"
+    family = _family(
+        backbone="dlib-age-v1",
+        backbone_suspected_training_data=[{"name": "fgnet", "reason": reason}],
+    )
+    per_fold = {fold: (family[fold], FOLDS[fold]) for fold in FOLDS}
+    findings = eval_findings(_summary(), list(family.values()), per_fold)
+    assert [f["kind"] for f in findings] == ["cross-validated", "suspected-trained-on-benchmark"]
+    assert f"its backbone dlib-age-v1 is: {reason}" in findings[1]["message"]
+    other = _family(backbone_suspected_training_data=[{"name": "morph", "reason": reason}])
+    per_fold = {fold: (other[fold], FOLDS[fold]) for fold in FOLDS}
+    assert _kinds(_summary(), per_fold) == ["cross-validated"]

@@ -121,8 +121,11 @@ def test_the_training_data_flags_an_eval_on_that_benchmark(backbone: Backbone, h
         summary = {"benchmark": {"name": bench}, "model": {"name": spec.name}, "metrics": {}}
         return [f["kind"] for f in eval_findings(summary, [resolve_model(spec.name)])]
 
-    assert kinds("fgnet") == ["trained-on-benchmark"]
+    # declared by the training, and suspected through its backbone (dlib-age-v1 and FG-NET)
+    assert kinds("fgnet") == ["trained-on-benchmark", "suspected-trained-on-benchmark"]
     assert kinds("utkface") == []
+    suspicions = spec.extra["training"]["backbone_suspected_training_data"]
+    assert [entry["name"] for entry in suspicions] == ["fgnet"]
 
 
 def test_a_graph_broken_on_purpose_fails_the_gate_and_registers_nothing(
