@@ -89,6 +89,21 @@ class LoadOptions:
     seed: int = 0
     options: Mapping[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, config: Any) -> LoadOptions:
+        """The options of a run's config that has these fields by name (eval's and train's
+        configs): both read a benchmark with the same options, hence the same folds."""
+        return cls(
+            root=config.root,
+            split=config.split,
+            protocol=config.protocol,
+            labels=config.labels,
+            columns=dict(config.columns),
+            folds=config.folds,
+            seed=config.seed,
+            options=dict(config.options),
+        )
+
 
 @dataclass(frozen=True)
 class ReadyCrop:

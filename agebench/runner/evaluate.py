@@ -114,17 +114,7 @@ class EvalRun:
         self.started_at: str | None = None
         self.load_seconds = 0.0
         self.bench = get_benchmark(config.bench)
-        options = LoadOptions(
-            root=config.root,
-            split=config.split,
-            protocol=config.protocol,
-            labels=config.labels,
-            columns=dict(config.columns),
-            folds=config.folds,
-            seed=config.seed,
-            options=dict(config.options),
-        )
-        self.data = self.bench.load(options)
+        self.data = self.bench.load(LoadOptions.of(config))
         # the benchmark decides what no --protocol/--split means (a protocol may have no split)
         self.protocol = self.data.protocol or self.bench.default_protocol
         self.split = self.data.split

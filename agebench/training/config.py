@@ -92,15 +92,4 @@ def training_data(config: TrainConfig) -> BenchmarkData:
     """The benchmark's records with the folds it deals under ``--protocol`` (its own
     protocol's or a generic one's): the very folds ``agebench eval`` reads with the same
     options, so that ``--model NAME-fold{fold}`` scores each fold by its own model."""
-    return get_benchmark(config.bench).load(
-        LoadOptions(
-            root=config.root,
-            split=config.split,
-            protocol=config.protocol,
-            labels=config.labels,
-            columns=dict(config.columns),
-            folds=config.folds,
-            seed=config.seed,
-            options=dict(config.options),
-        )
-    )
+    return get_benchmark(config.bench).load(LoadOptions.of(config))
