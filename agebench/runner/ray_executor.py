@@ -44,7 +44,10 @@ from agebench.runner.ray_workers import (
     unpickle,
 )
 from agebench.runner.stack import PredictStack
-from agebench.runner.stages import DETECT_CHUNK, chunked
+from agebench.runner.stages import CHUNK_PIXELS, DETECT_CHUNK, chunked, chunked_by_pixels
+
+#: chunks an inference actor takes at once, spread over its engine's lanes
+INFERENCE_CHUNKS = 2
 
 RAY_MISSING = (
     "--executor ray needs Ray: pip install 'agebench[ray]' "
@@ -255,11 +258,14 @@ class RayRunner:
         from ray.data import ActorPoolStrategy
 
         plan = self.plan
-        blocks = max(1, -(-len(window) // self.chunk_size))
-        # workers may run elsewhere and in another folder: they read absolute paths
-        shipped = [(replace(job, path=job.path.absolute()), job.path) for job in window]
-        items = self.ray.data.from_items(
-            [{JOB: value} for value in pickles(shipped)], override_num_blocks=blocks
+        # the local runner's chunks, cut by its own function; workers may run elsewhere and
+        # in another folder: they read absolute paths
+        chunks = [
+            [(replace(job, path=job.path.absolute()), job.path) for job in chunk]
+            for chunk, _ in chunked_by_pixels(window, self.chunk_size, CHUNK_PIXELS)
+        ]
+        rows = self.ray.data.from_items(
+            [{JOB: value} for value in pickles(chunks)], override_num_blocks=len(chunks)
         )
         model = {
             "recipe": self.recipe,
@@ -268,18 +274,18 @@ class RayRunner:
             "save_raw": self.save_raw,
         }
         if plan.fused:
-            return items.map_batches(
+            return rows.map_batches(
                 PredictWorker,
                 fn_constructor_kwargs={**model, "cpus": plan.cpus_per_worker},
-                batch_size=self.chunk_size,
+                batch_size=1,
                 batch_format="numpy",
                 compute=ActorPoolStrategy(size=plan.prepare_workers),
                 num_cpus=plan.cpus_per_worker,
             )
-        prepared = items.map_batches(
+        prepared = rows.map_batches(
             PrepareWorker,
             fn_constructor_kwargs={"recipe": self.recipe, "cpus": plan.cpus_per_worker},
-            batch_size=self.chunk_size,
+            batch_size=1,
             batch_format="numpy",
             compute=ActorPoolStrategy(size=plan.prepare_workers),
             num_cpus=plan.cpus_per_worker,
@@ -287,7 +293,7 @@ class RayRunner:
         return prepared.map_batches(
             InferenceActor,
             fn_constructor_kwargs=model,
-            batch_size=self.batch_size,
+            batch_size=INFERENCE_CHUNKS,
             batch_format="numpy",
             compute=ActorPoolStrategy(size=plan.inference_actors),
             num_cpus=plan.cpus_per_actor,
@@ -298,7 +304,7 @@ class RayRunner:
         started = time.perf_counter()
         for window in chunked(jobs, self.cluster.window):
             for batch in self._dataset(window).iter_batches(batch_size=None, batch_format="numpy"):
-                items = unpickle(batch[ITEM])
+                items = [item for chunk in unpickle(batch[ITEM]) for item in chunk]
                 if self.engine is None and len(batch[ENGINE]):
                     self.engine = json.loads(batch[ENGINE][0])
                 now = time.perf_counter() - started

@@ -8,9 +8,12 @@ Data callable classes.
   the same numbers;
 * :class:`PredictWorker`: both in one actor, for clusters without GPUs.
 
-Jobs and prepared images travel as pickles in a binary column: Ray Data keeps them in the
-object store and never converts them. The model's files travel as a :class:`ModelBundle` in
-the object store, so a node needs agebench installed but not the driver's model registry.
+A row is one chunk, cut by the driver with the local runner's own ``chunked_by_pixels``: jobs
+and prepared images travel as pickles of whole chunks in a binary column (Ray Data keeps them in
+the object store and never converts them), so every image is detected and scored in the same
+company as locally, and the numbers cannot differ by how Ray batched the rows. The model's
+files travel as a :class:`ModelBundle` in the object store, so a node needs agebench installed
+but not the driver's model registry.
 This module imports Ray only inside functions: it is loaded on the workers, where Ray is.
 """
 
@@ -98,6 +101,7 @@ class PrepareWorker:
         self.batches = 0
 
     def prepare(self, shipped: list[tuple[Job, Path]]) -> list[PreparedImage]:
+        """One chunk, as the driver cut it: the local runner's chunk, image for image."""
         self.batches += 1
         _maybe_fail("prepare", self.batches)
         items = self.preparer.prepare_many([job for job, _ in shipped])
@@ -106,13 +110,14 @@ class PrepareWorker:
         return items
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return {ITEM: pickles(self.prepare(unpickle(batch[JOB])))}
+        return {ITEM: pickles([self.prepare(chunk) for chunk in unpickle(batch[JOB])])}
 
 
 class InferenceActor:
-    """The model over a batch of prepared images (one Ray Data actor per GPU, or CPU actors
-    with the tuned onnxruntime settings for ``threads`` cores, None: the node's: the batch is
-    split over the engine's lanes as the local runner's inference threads split chunks)."""
+    """The model over prepared chunks (one Ray Data actor per GPU, or CPU actors with the
+    tuned onnxruntime settings for ``threads`` cores, None: the node's). Each chunk runs
+    whole, as the local runner runs it, so every face is in the same batch of the graph as
+    locally; a batch of several chunks spreads them over the engine's lanes."""
 
     def __init__(
         self,
@@ -132,31 +137,25 @@ class InferenceActor:
         self.batches = 0
         self.engine = json.dumps(predictor.execution, sort_keys=True)
 
-    def results(self, items: list[PreparedImage]) -> dict[str, Any]:
-        """The output batch: the images, and the engine that scored them (the driver's own
+    def results(self, chunks: list[list[PreparedImage]]) -> dict[str, Any]:
+        """The output rows, a chunk each, and the engine that scored them (the driver's own
         model may run elsewhere: a CPU driver of a GPU cluster)."""
-        engine = np.empty(len(items), dtype=object)
+        engine = np.empty(len(chunks), dtype=object)
         engine[:] = self.engine
-        return {ITEM: pickles(items), ENGINE: engine}
-
-    def _run(self, items: list[PreparedImage]) -> list[PreparedImage]:
-        return self.stage.infer(self.stage.pack(items)).items
+        return {ITEM: pickles(chunks), ENGINE: engine}
 
     def infer(self, items: list[PreparedImage]) -> list[PreparedImage]:
         self.batches += 1
         _maybe_fail("infer", self.batches)
-        if self.lanes == 1:
-            return self._run(items)
-        step = -(-len(items) // self.lanes)
-        parts = [items[start : start + step] for start in range(0, len(items), step)]
-        return [item for part in self.pool.map(self._run, parts) for item in part]
+        return self.stage.infer(self.stage.pack(items)).items
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return self.results(self.infer(unpickle(batch[ITEM])))
+        chunks: list[list[PreparedImage]] = unpickle(batch[ITEM])
+        return self.results(list(self.pool.map(self.infer, chunks)))
 
 
 class PredictWorker:
-    """Both stages in one actor, on clusters without GPUs: each worker decodes its batch and
+    """Both stages in one actor, on clusters without GPUs: each worker decodes its chunk and
     runs the model on it single-threaded, as each of the local runner's threads would, and no
     crop crosses the object store. One actor pool instead of two also halves the start-up
     (on 2 CPUs the actors' start-up was most of Ray's cost on a few thousand images)."""
@@ -170,8 +169,8 @@ class PredictWorker:
         )
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        items = self.preparing.prepare(unpickle(batch[JOB]))
-        return self.inferring.results(self.inferring.infer(items))
+        chunks = [self.preparing.prepare(chunk) for chunk in unpickle(batch[JOB])]
+        return self.inferring.results([self.inferring.infer(chunk) for chunk in chunks])
 
 
 def _maybe_fail(stage: str, batch: int) -> None:

@@ -38,7 +38,8 @@ def address() -> Iterator[str]:
 def test_detection_on_three_nodes(address: str, face_chips: list[Path], tmp_path: Path):
     """Composed multi-face photos, faces found by MTCNN on the workers of every node."""
     src = _group_photos(face_chips, tmp_path / "groups")
-    local = agebench.predict(src, tmp_path / "local")
+    # two photos a chunk: MTCNN detects a chunk's photos together, as the local runner does
+    local = agebench.predict(src, tmp_path / "local", batch_size=2)
     on_cluster = agebench.predict(
         src, tmp_path / "cluster", executor="ray", ray_address=address, batch_size=2
     )
