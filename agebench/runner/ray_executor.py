@@ -44,7 +44,7 @@ from agebench.runner.ray_workers import (
     unpickle,
 )
 from agebench.runner.stack import PredictStack
-from agebench.runner.stages import CHUNK_PIXELS, DETECT_CHUNK, chunked, chunked_by_pixels
+from agebench.runner.stages import CHUNK_PIXELS, chunk_images, chunked, chunked_by_pixels
 
 #: chunks an inference actor takes at once, spread over its engine's lanes
 INFERENCE_CHUNKS = 2
@@ -201,8 +201,7 @@ class RayRunner:
         )
         on_gpu = self.plan.gpus_per_actor > 0
         self.batch_size = batch_size or (256 if on_gpu else stack.predictor.preferred_batch_size)
-        detecting = stack.detector_device is not None
-        self.chunk_size = min(self.batch_size, DETECT_CHUNK) if detecting else self.batch_size
+        self.chunk_size = chunk_images(self.batch_size, detecting=stack.detector_device is not None)
         self.bundle = self.ray.put(ModelBundle.of(stack.spec))
         self.first_result_seconds: float | None = None
         #: what ran the graph in the actors, from their first result (None: no result yet)

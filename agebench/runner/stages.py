@@ -61,6 +61,12 @@ class PreparedChunk:
     encoded: list[tuple[PreparedImage, bytes]] = field(default_factory=list)
 
 
+def chunk_images(batch_size: int, *, detecting: bool) -> int:
+    """Images per chunk: a batch of them, fewer when faces are found in whole photos. Both
+    executors cut chunks by it, so an image is detected and scored in the same company."""
+    return min(batch_size, DETECT_CHUNK) if detecting else batch_size
+
+
 def chunked(items: Iterable[Job], size: int) -> Iterator[list[Job]]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
@@ -171,10 +177,8 @@ class BatchRunner:
         self.batch_size = batch_size or predictor.preferred_batch_size
         self.workers = workers
         self.lanes = max(1, predictor.lanes)
-        self.save_raw = save_raw
         self.model_stage = ModelStage(predictor, batch_size=self.batch_size, save_raw=save_raw)
-        detecting = preparer.detector is not None
-        self.chunk_size = min(self.batch_size, DETECT_CHUNK) if detecting else self.batch_size
+        self.chunk_size = chunk_images(self.batch_size, detecting=preparer.detector is not None)
         self.chunk_pixels = chunk_pixels
         self.budget = PixelBudget(pixels_in_flight)
         engine = predictor.engine

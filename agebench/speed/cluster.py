@@ -19,7 +19,7 @@ import logging
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ class _Runs:
 
     def eval(self, label: str, cluster: ClusterConfig, workers: int | None) -> dict[str, Any]:
         config = self.config
-        execution = ExecutionConfig(**{**config.execution.as_options(), "workers": workers})
+        execution = replace(config.execution, workers=workers)
         outcome = EvalRun(
             EvalConfig(
                 bench="csv",
